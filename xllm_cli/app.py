@@ -1,0 +1,99 @@
+"""The ``xllm`` command: a Typer app whose steps live in ``xllm_cli/commands``.
+
+No heavy library is imported at module level anywhere on this path: ``xllm --help``, ``--show-config``, validation
+errors and shell completion must answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from xllm_cli import __version__
+from xllm_cli.commands import download, fuse, plugins, quantize, tiny, train
+
+app = typer.Typer(
+    name="xllm",
+    help="Fine-tune large language models: [bold]download[/] -> [bold]train[/] -> [bold]fuse[/] -> [bold]quantize[/].",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from xllm_cli.versions import print_versions
+
+        print_versions()
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", help="Show versions of xllm, its libraries and the devices seen.", callback=_print_version, is_eager=True),
+    ] = None,
+) -> None:
+    """Fine-tune large language models: download -> train -> fuse -> quantize."""
+
+
+for module in (download, train, fuse, quantize, plugins, tiny):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: original-spelling compatibility, then one clear line for every failure."""
+    from typer import Abort, Exit
+
+    try:  # Typer >= 0.29 vendors its own copy of click
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover - older Typer on plain click
+        from click.exceptions import UsageError
+
+    from xllm_cli import console
+    from xllm_cli.config.argv import normalize_argv
+    from xllm_cli.config.fields import XllmConfig
+    from xllm_cli.errors import XllmError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    bool_fields = [name for name, info in XllmConfig.model_fields.items() if info.annotation in (bool, bool | None)]
+    try:
+        args = normalize_argv(args, bool_fields)
+        command = typer.main.get_command(app)
+        code = command.main(args=args, prog_name="xllm", standalone_mode=False)
+    except Exit as done:
+        code = done.exit_code
+    except Abort:
+        console.error("aborted")
+        code = 130
+    except UsageError as usage:
+        step = usage.ctx.command_path if usage.ctx is not None else "xllm"
+        console.error(usage.format_message(), hint=f"see '{step} --help'")
+        code = 2
+    except XllmError as failure:
+        if console.verbose():
+            import traceback
+
+            traceback.print_exc()
+        console.error(str(failure), hint=failure.hint)
+        code = failure.exit_code
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        code = 130
+    except Exception as failure:  # a bug or a library failure: one line, the traceback under --verbose
+        if console.verbose():
+            import traceback
+
+            traceback.print_exc()
+        message = str(failure).strip().splitlines()
+        console.error(
+            f"{type(failure).__name__}: {message[0] if message else ''}",
+            hint=None if console.verbose() else "run again with --verbose for the traceback",
+        )
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,23 @@
+"""``xllm train``: full, LoRA or QLoRA fine-tuning, on one device or many (deepspeed/torchrun)."""
+
+from __future__ import annotations
+
+import typer
+
+from xllm_cli.commands.common import ALL_PLUGIN_KINDS, fields_for, step_command
+from xllm_cli.config.fields import ENTITIES
+
+HELP = """Fine-tune the model on the prepared data (run `xllm download` first with the same settings).
+
+Multi-GPU: `deepspeed --num_gpus N $(which xllm) train ...` or `torchrun --nproc_per_node N $(which xllm) train ...`.
+"""
+
+
+def run(config) -> None:
+    from xllm_cli.training.run import train
+
+    train(config)
+
+
+def register(app: typer.Typer) -> None:
+    step_command(app, "train", HELP, fields_for(ENTITIES), run, plugin_kinds=ALL_PLUGIN_KINDS)

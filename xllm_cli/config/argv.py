@@ -1,0 +1,74 @@
+"""Accept the original tool's spelling alongside ours.
+
+Users paste ``--deepspeed_stage 2 --apply_lora True --stabilize False`` from the original docs, and the deepspeed
+launcher appends ``--local_rank=3``. These are rewritten to ``--deepspeed-stage 2 --apply-lora --no-stabilize
+--local-rank 3`` before Typer parses the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from xllm_cli.errors import ConfigError, did_you_mean
+
+TRUE_WORDS = {"true", "1", "yes", "y", "on"}
+FALSE_WORDS = {"false", "0", "no", "n", "off"}
+
+
+def normalize_argv(argv: list[str], bool_fields: Iterable[str]) -> list[str]:
+    """Rewrite snake_case flags to kebab-case and ``--flag True/False`` (or ``=True``) to ``--flag/--no-flag``."""
+    bool_flags = {"--" + name.replace("_", "-") for name in bool_fields}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            out.extend(argv[i - 1 :])
+            break
+        if not arg.startswith("--") or len(arg) <= 2:
+            out.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        name = "--" + name[2:].replace("_", "-")
+        if name in bool_flags:
+            if not eq and i < len(argv) and argv[i].lower() in TRUE_WORDS | FALSE_WORDS:
+                value, eq = argv[i], "="
+                i += 1
+            if eq:
+                word = value.lower()
+                if word not in TRUE_WORDS | FALSE_WORDS:
+                    raise ConfigError(f"{name} takes no value or one of True/False, got '{value}'")
+                out.append(name if word in TRUE_WORDS else "--no-" + name[2:])
+                continue
+        out.append(f"{name}={value}" if eq else name)
+    return out
+
+
+def parse_extra_flags(args: list[str], fields: Mapping[str, Any], known_flags: Iterable[str]) -> dict[str, Any]:
+    """Parse flags of plugin settings, which Typer does not know about, into ``{field: raw value}``."""
+    by_flag = {"--" + name.replace("_", "-"): name for name in fields}
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        name, eq, value = arg.partition("=")
+        negated = name.startswith("--no-") and "--" + name[5:] in by_flag
+        field = by_flag.get("--" + name[5:] if negated else name)
+        if field is None:
+            candidates = [*by_flag, *known_flags]
+            what = "unexpected argument" if not arg.startswith("-") else "no such option"
+            raise ConfigError(f"{what} '{name}'{did_you_mean(name, candidates)}")
+        annotation = fields[field].annotation
+        if annotation is bool or annotation == (bool | None):
+            values[field] = not negated
+            continue
+        if not eq:
+            if i >= len(args):
+                raise ConfigError(f"{name} needs a value")
+            value = args[i]
+            i += 1
+        values[field] = value
+    return values

@@ -1,0 +1,35 @@
+"""The two kinds of failure a user sees: a usage/config error (exit 2) and a runtime failure (exit 1)."""
+
+from __future__ import annotations
+
+
+class XllmError(Exception):
+    """A failure with a one-line message meant for the user, and the exit code it maps to."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(XllmError):
+    """Bad settings, flags, files or combinations: the user must change the input (exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(XllmError):
+    """Bad data: a malformed file, a missing field, an empty dataset (exit 1: the command line was fine)."""
+
+
+def closest(word: str, choices) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, choices) -> str:
+    match = closest(word, choices)
+    return f"; did you mean '{match}'?" if match else ""
