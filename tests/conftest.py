@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# The loopback hub fixture `fake_hub` (tests/fake_hub.py), shared by every test that pushes or downloads.
+pytest_plugins = ["tests.fake_hub"]
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 XLLM = str(VENV_BIN / "xllm")

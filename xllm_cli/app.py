@@ -11,7 +11,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from xllm_cli import __version__
 from xllm_cli.commands import download, fuse, plugins, quantize, tiny, train
 
 app = typer.Typer(
@@ -36,7 +35,12 @@ def _print_version(value: bool) -> None:
 def root(
     version: Annotated[
         Optional[bool],
-        typer.Option("--version", help="Show versions of xllm, its libraries and the devices seen.", callback=_print_version, is_eager=True),
+        typer.Option(
+            "--version",
+            help="Show versions of xllm, its libraries and the devices seen.",
+            callback=_print_version,
+            is_eager=True,
+        ),
     ] = None,
 ) -> None:
     """Fine-tune large language models: download -> train -> fuse -> quantize."""

@@ -99,7 +99,11 @@ class XllmConfig(BaseSettings):
         None, "dataset", "general dataset: split each text into parts at this string (the last part is the target)."
     )
     soda_drop_header_probability: float = setting(
-        0.05, "dataset", "soda dataset: probability of dropping the narrative header from a training sample.", ge=0, le=1
+        0.05,
+        "dataset",
+        "soda dataset: probability of dropping the narrative header from a training sample.",
+        ge=0,
+        le=1,
     )
     train_local_path_to_data: str = setting("./train.jsonl", "dataset", "Where the prepared train samples live.")
     eval_local_path_to_data: str | None = setting(
@@ -220,7 +224,9 @@ class XllmConfig(BaseSettings):
     wandb_entity: str | None = setting(None, "wandb", "W&B entity (user or team).")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         # ``XllmConfig()`` in a user's script reads the same sources, the same way, as the CLI.
         from xllm_cli.config.sources import environment_sources
 

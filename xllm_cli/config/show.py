@@ -22,14 +22,16 @@ def print_config(resolved: ResolvedConfig, names: list[str]) -> None:
 
     config = resolved.config
     config_cls = type(config)
-    names = names + [n for n in config_cls.model_fields if n not in names and field_entity(config_cls, n).startswith("plugin:")]
+    names = names + [
+        n for n in config_cls.model_fields if n not in names and field_entity(config_cls, n).startswith("plugin:")
+    ]
     table = Table(title=f"xllm settings ({config_cls.__name__})", show_lines=False)
     table.add_column("entity")
     table.add_column("setting")
     table.add_column("value", overflow="fold")
     table.add_column("source")
     order = list(ENTITIES)
-    names = sorted(names, key=lambda n: (order.index(e) if (e := field_entity(config_cls, n)) in order else 99))
+    names = sorted(names, key=lambda n: order.index(e) if (e := field_entity(config_cls, n)) in order else 99)
     for name in names:
         table.add_row(
             ENTITIES.get(field_entity(config_cls, name), field_entity(config_cls, name)),

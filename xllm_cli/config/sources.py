@@ -10,10 +10,10 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
@@ -27,6 +27,7 @@ ENV_PREFIX = "XLLM_"
 CONVENTIONAL_ENV = {
     "huggingface_hub_token": ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
     "wandb_api_key": ("WANDB_API_KEY",),
+    "local_rank": ("LOCAL_RANK",),  # set by torchrun and the deepspeed launcher
 }
 SOURCE_ORDER = ("default", "config file", ".env", "env", "flag")
 
@@ -48,8 +49,9 @@ def read_variables(variables: Mapping[str, str], fields: Mapping[str, Any]) -> d
         key[len(ENV_PREFIX) :].lower(): value for key, value in upper.items() if key.startswith(ENV_PREFIX)
     }
     for name, names in CONVENTIONAL_ENV.items():
-        if name in fields and name not in layer:
-            layer.update({name: upper[n] for n in reversed(names) if n in upper})
+        found = next((upper[n] for n in names if n in upper), None)
+        if name not in layer and found is not None:
+            layer[name] = found
     return layer
 
 
@@ -248,6 +250,7 @@ def describe_validation_error(error: ValidationError, sources: Mapping[str, str]
         if item["loc"]:
             name = str(item["loc"][0])
             origin = sources.get(name)
+            origin = None if origin == "flag" else origin  # the flag name already says where
             where = {"env": f"env {env_names(name)[0]}", ".env": f".env {env_names(name)[0]}"}.get(origin, origin)
             message = f"{flag(name)}{f' (from {where})' if where else ''}: {message}"
         messages.append(message)

@@ -19,9 +19,7 @@ def check_combinations(config: Any) -> None:
         raise ValueError(f"{flag('load_in_4bit')} and {flag('load_in_8bit')} cannot be used together: pick one")
     if c.from_gptq and (c.load_in_4bit or c.load_in_8bit):
         bnb = flag("load_in_4bit") if c.load_in_4bit else flag("load_in_8bit")
-        raise ValueError(
-            f"{flag('from_gptq')} cannot be combined with {bnb}: a GPTQ model is already quantized"
-        )
+        raise ValueError(f"{flag('from_gptq')} cannot be combined with {bnb}: a GPTQ model is already quantized")
     if c.force_fp16 and c.force_fp32:
         raise ValueError(f"{flag('force_fp16')} and {flag('force_fp32')} cannot be used together: pick one")
     if c.deepspeed_stage not in (0, 1, 2, 3):
@@ -62,6 +60,4 @@ def check_lora_target_modules(raw: str) -> None:
 def check_for_command(config: Any, command: str) -> None:
     """Rules that depend on the step being run."""
     if command == "fuse" and not (config.lora_hub_model_id or config.lora_model_local_path):
-        raise ValueError(
-            f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}"
-        )
+        raise ValueError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")

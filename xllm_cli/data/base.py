@@ -64,9 +64,7 @@ def check_messages(messages: Any, where: str) -> None:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise DataError(f"{where}: each message needs 'role' and 'content'")
         if message["role"] not in CHAT_ROLES:
-            raise DataError(
-                f"{where}: unknown chat role '{message['role']}' (accepted: {', '.join(CHAT_ROLES)})"
-            )
+            raise DataError(f"{where}: unknown chat role '{message['role']}' (accepted: {', '.join(CHAT_ROLES)})")
         if not isinstance(message["content"], str):
             raise DataError(f"{where}: message content must be a string")
 
