@@ -72,6 +72,9 @@ class XllmConfig(BaseSettings):
     deepspeed_config_path: str | None = setting(
         None, "general", "Path of your own DeepSpeed JSON config; replaces the predefined stage config."
     )
+    deepspeed_offload: bool = setting(
+        False, "general", "With --deepspeed-stage 2 or 3, offload optimizer states (and stage 3 weights) to the CPU."
+    )
     fsdp_strategy: str = setting(
         "", "general", "FSDP strategy passed to the Trainer's fsdp argument, e.g. 'full_shard auto_wrap'; '' is off."
     )

@@ -30,6 +30,11 @@ def check_combinations(config: Any) -> None:
             f"DeepSpeed ({flag('deepspeed_stage')}/{flag('deepspeed_config_path')}) and FSDP "
             f"({flag('fsdp_strategy')}) cannot be used together: pick one engine"
         )
+    if getattr(c, "deepspeed_offload", False) and (c.deepspeed_config_path or c.deepspeed_stage not in (2, 3)):
+        raise ValueError(
+            f"{flag('deepspeed_offload')} applies to the predefined configs of {flag('deepspeed_stage')} 2 or 3; "
+            f"with {flag('deepspeed_config_path')} put offload in your own file"
+        )
     if c.deepspeed_stage == 3 and (c.load_in_4bit or c.load_in_8bit):
         raise ValueError(
             f"{flag('deepspeed_stage')} 3 cannot shard bitsandbytes weights ({flag('load_in_4bit')}/"

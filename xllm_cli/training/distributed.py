@@ -1,0 +1,227 @@
+"""Running on several processes: DeepSpeed (ZeRO 1-3), torchrun (DDP) and FSDP, through the engines themselves.
+
+xllm never schedules processes itself. A launcher starts one process per device and tells each who it is:
+``deepspeed`` passes ``--local_rank=N`` (normalized to ``--local-rank``) and sets ``LOCAL_RANK``/``RANK``/
+``WORLD_SIZE``; ``torchrun`` sets the variables only. This module turns xllm's settings into what the Trainer
+expects (``distributed_arguments``), sets up communication before the model exists (``init_distributed``) and lets
+one process do shared work while the others wait (``main_process_first``).
+
+Heavy libraries are imported inside the functions: the CLI imports the training package lazily, but this module is
+small enough that a plugin may import it for ``is_main_process`` without paying for torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from xllm_cli import console
+from xllm_cli.errors import ConfigError
+
+# Sharding strategies the Trainer's FSDP accepts. FSDP2 (the default and the future) knows only the first two;
+# the hybrid ones and no_shard exist in FSDP1 only, which transformers still runs but deprecates.
+FSDP2_RESHARD = {"full_shard": True, "shard_grad_op": False}
+FSDP1_ONLY = ("hybrid_shard", "hybrid_shard_zero2", "no_shard")
+FSDP_WORDS = (*FSDP2_RESHARD, *FSDP1_ONLY, "offload", "auto_wrap")
+
+
+def world_size() -> int:
+    """Number of processes in the run (1 when not launched by deepspeed/torchrun)."""
+    dist = _initialised_dist()
+    if dist is not None:
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_main_process() -> bool:
+    """Global rank 0 (or a single process): the one that writes files, pushes and prints."""
+    dist = _initialised_dist()
+    if dist is not None:
+        return dist.get_rank() == 0
+    return console.is_main_process()
+
+
+def is_local_main_process() -> bool:
+    """Rank 0 on this node: the one that prepares node-local files (a cache on a disk other nodes do not see)."""
+    return os.environ.get("LOCAL_RANK", "0") in ("0", "")
+
+
+def uses_deepspeed(config: Any) -> bool:
+    return config.deepspeed_stage > 0 or bool(config.deepspeed_config_path)
+
+
+def init_distributed(config: Any) -> None:
+    """Set up inter-process communication, before the model is built.
+
+    Under DeepSpeed this must come first: ZeRO-3 partitions the weights while ``from_pretrained`` creates them, which
+    needs the process group. For plain DDP (torchrun) the group is created here too, so ``main_process_first`` works
+    from the first step on (the Trainer reuses an initialised group). A single process does nothing.
+    """
+    # The deepspeed launcher sets LOCAL_RANK as well as passing --local_rank; a hand-written launch may only pass the
+    # flag. transformers and accelerate read the variable.
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(config.local_rank)
+    if world_size() <= 1 and not uses_deepspeed(config):
+        return
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if has_cuda:
+        # Each process owns one device; NCCL collectives (the first barrier included) must run on it.
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", config.local_rank)))
+    backend = "nccl" if has_cuda else "gloo"
+    if uses_deepspeed(config):
+        import deepspeed
+
+        # Without a launcher (one process, `xllm train --deepspeed-stage 2`), DeepSpeed needs a rendezvous of one.
+        _single_process_rendezvous()
+        deepspeed.init_distributed(dist_backend=backend)
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+
+
+def _single_process_rendezvous() -> None:
+    if "WORLD_SIZE" in os.environ:
+        return
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"})
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def distributed_arguments(config: Any) -> dict[str, Any]:
+    """Extra ``TrainingArguments`` keyword arguments for DeepSpeed or FSDP; ``{}`` for one process or plain DDP.
+
+    Build the ``TrainingArguments`` with these before the model: under ZeRO-3 their existence makes
+    ``from_pretrained`` partition the weights as it loads them.
+    """
+    if uses_deepspeed(config):
+        return {"deepspeed": deepspeed_config(config)}
+    if config.fsdp_strategy.strip():
+        return fsdp_arguments(config)
+    return {}
+
+
+def deepspeed_config(config: Any) -> dict[str, Any] | str:
+    """The user's DeepSpeed file (checked, passed as a path) or the predefined config of the stage (a dict)."""
+    if config.deepspeed_config_path:
+        path = Path(config.deepspeed_config_path)
+        read_deepspeed_file(path, "--deepspeed-config-path")
+        return str(path)
+    offload = bool(getattr(config, "deepspeed_offload", False))
+    return predefined_deepspeed_config(config.deepspeed_stage, offload=offload)
+
+
+def predefined_config_path(stage: int, offload: bool = False) -> Path:
+    """Where the shipped config of a stage lives, for users who want to read or copy it."""
+    if stage not in (1, 2, 3):
+        raise ConfigError(f"--deepspeed-stage must be 1, 2 or 3 for a DeepSpeed config, got {stage}")
+    name = f"stage{stage}{'_offload' if offload else ''}.json"
+    return Path(str(resources.files("xllm_cli") / "deepspeed_configs" / name))
+
+
+def predefined_deepspeed_config(stage: int, offload: bool = False) -> dict[str, Any]:
+    return read_deepspeed_file(predefined_config_path(stage, offload), f"--deepspeed-stage {stage}")
+
+
+def read_deepspeed_file(path: Path, source: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{source}: no such DeepSpeed config file {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}:{error.lineno}: invalid JSON in the DeepSpeed config: {error.msg}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the DeepSpeed config is not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a DeepSpeed config must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def fsdp_arguments(config: Any) -> dict[str, Any]:
+    """``fsdp``/``fsdp_config`` from ``fsdp_strategy`` words (e.g. 'full_shard auto_wrap') and ``fsdp_offload``.
+
+    The Trainer's string form is deprecated; the words are translated here into an FSDP2 config (FSDP1 only for the
+    strategies FSDP2 lacks).
+    """
+    words = config.fsdp_strategy.replace(",", " ").split()
+    unknown = [word for word in words if word not in FSDP_WORDS]
+    if unknown:
+        from xllm_cli.errors import did_you_mean
+
+        raise ConfigError(
+            f"--fsdp-strategy: unknown word '{unknown[0]}'{did_you_mean(unknown[0], FSDP_WORDS)} "
+            f"(accepted: {', '.join(FSDP_WORDS)})"
+        )
+    strategies = [word for word in words if word not in ("offload", "auto_wrap")]
+    if len(strategies) > 1:
+        raise ConfigError(f"--fsdp-strategy: pick one sharding strategy, got {' and '.join(strategies)}")
+    strategy = strategies[0] if strategies else "full_shard"
+    fsdp_config: dict[str, Any] = {}
+    if strategy in FSDP2_RESHARD:
+        fsdp_config.update(version=2, reshard_after_forward=FSDP2_RESHARD[strategy])
+    else:
+        console.warn(f"FSDP strategy '{strategy}' exists only in FSDP1, which transformers deprecates; using FSDP1")
+        fsdp_config.update(version=1, reshard_after_forward=strategy)
+    if config.fsdp_offload or "offload" in words:
+        fsdp_config["cpu_offload"] = True
+    _warn_if_fsdp_becomes_ddp()
+    return {"fsdp": True, "fsdp_config": fsdp_config}
+
+
+def _warn_if_fsdp_becomes_ddp() -> None:
+    """accelerate enables FSDP only on accelerators; on CPU processes the Trainer quietly runs DDP instead."""
+    import torch
+
+    if torch.cuda.is_available() or getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
+        return
+    console.warn(
+        "no GPU here: FSDP needs an accelerator, so the Trainer will run plain DDP (every process holds the whole "
+        "model; nothing is sharded or offloaded). Use a GPU machine for FSDP, or --deepspeed-stage for ZeRO on CPU."
+    )
+
+
+@contextmanager
+def main_process_first(local: bool = True, description: str = "work") -> Iterator[None]:
+    """Run the body on the main process first while the others wait, then on the others (which find its result).
+
+    For work whose output later processes reuse: prepared data files, the tokenization cache. ``local=True`` means
+    rank 0 of each node goes first (right when each node has its own disk); ``local=False`` means global rank 0 only
+    (a filesystem shared by every node). Without an initialised process group this is a plain ``with`` block.
+    """
+    dist = _initialised_dist()
+    if dist is None or dist.get_world_size() <= 1:
+        yield
+        return
+    first = is_local_main_process() if local else dist.get_rank() == 0
+    if not first:
+        dist.barrier()  # wait until the main process has done the work
+    try:
+        yield
+    finally:
+        if first:
+            dist.barrier()  # release the others
+
+
+def _initialised_dist() -> Any:
+    """``torch.distributed`` when a process group exists; never imports torch just to find out."""
+    if "torch.distributed" not in sys.modules:
+        return None
+    dist = sys.modules["torch.distributed"]
+    return dist if dist.is_available() and dist.is_initialized() else None
