@@ -1,7 +1,9 @@
 """xllm: fine-tune large language models from one command line, or from Python.
 
-The Python API mirrors the steps (``download``, ``train``, ``fuse``, ``quantize``), each taking an ``XllmConfig``.
-Names are resolved lazily so ``import xllm_cli`` (and ``xllm --help``) stays fast.
+The Python API mirrors the steps, each a function taking an ``XllmConfig``: ``xllm_cli.download.download``,
+``xllm_cli.training.run.train`` (also ``xllm_cli.train``), ``xllm_cli.fuse.fuse`` and ``xllm_cli.quantize.quantize``.
+Names here are resolved lazily so ``import xllm_cli`` (and ``xllm --help``) stays fast. (``download``, ``fuse`` and
+``quantize`` are not re-exported: they share their module's name, which Python would return instead once imported.)
 """
 
 from __future__ import annotations
@@ -14,10 +16,7 @@ _LAZY = {
     "XllmConfig": "xllm_cli.config.fields",
     "resolve_config": "xllm_cli.config.sources",
     "register": "xllm_cli.registry",
-    "download": "xllm_cli.download",
     "train": "xllm_cli.training.run",
-    "fuse": "xllm_cli.fuse",
-    "quantize": "xllm_cli.quantize",
     "create_tiny_model": "xllm_cli.tiny",
 }
 
