@@ -3,6 +3,10 @@ need no network. Small on purpose: it exists to show that the pipeline runs and 
 
 from __future__ import annotations
 
+from typing import Any
+
+from xllm_cli.data.general import PreparedSampleDataset
+
 _FACTS = [
     ("What colour is the sky on a clear day?", "The sky is blue on a clear day."),
     ("How many legs does a spider have?", "A spider has eight legs."),
@@ -42,3 +46,16 @@ def demo_texts() -> list[str]:
 def demo_records() -> list[dict]:
     """Raw samples as the ``demo`` dataset writes them: a prompt and its answer as text parts."""
     return [{"text_parts": [f"Question: {q}\nAnswer:", f" {a}"]} for q, a in demo_pairs()]
+
+
+class DemoDataset(PreparedSampleDataset):
+    """The ``demo`` key. With an eval path set, the last eight pairs become eval data; otherwise all of it trains."""
+
+    EVAL_SIZE = 8
+
+    @classmethod
+    def get_data(cls, config: Any) -> tuple[list[dict], list[dict] | None]:
+        records = demo_records()
+        if config.eval_local_path_to_data:
+            return records[: -cls.EVAL_SIZE], records[-cls.EVAL_SIZE :]
+        return records, None

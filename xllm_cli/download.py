@@ -1,0 +1,35 @@
+"""``download`` as a plain Python call: prepare the dataset, then fetch the model, once, before training.
+
+With 8 processes under DeepSpeed nobody wants 8 downloads: run this once, on one process, and ``train`` on any number
+of ranks reads only local files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xllm_cli import console
+
+
+@dataclass
+class DownloadResult:
+    """What ``download`` produced: the prepared data (None when ``prepare_dataset`` is off) and the model snapshot
+    in the Hugging Face cache (None for a local model folder)."""
+
+    data: Any = None
+    model_path: Path | None = None
+
+
+def download(config: Any) -> DownloadResult:
+    from xllm_cli.data.prepare import prepare_dataset
+    from xllm_cli.model_download import download_model
+
+    result = DownloadResult()
+    if config.prepare_dataset:
+        result.data = prepare_dataset(config)
+    else:
+        console.info("--no-prepare-dataset: the dataset is left as it is")
+    result.model_path = download_model(config)
+    return result
