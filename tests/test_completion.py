@@ -163,7 +163,9 @@ def test_show_completion_prints_the_committed_script(shells_installed, shell, tm
     # Typer detects the shell from the parent process, as when a user runs it in their terminal ("; exit $?" keeps the
     # shell from exec-ing xllm in its own place).
     env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    done = subprocess.run([shell, "-c", "xllm --show-completion; exit $?"], env=env, capture_output=True, text=True)
+    status = "$status" if shell == "fish" else "$?"
+    command = f"xllm --show-completion; exit {status}"
+    done = subprocess.run([shell, "-c", command], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout == script(shell)
     assert done.stdout == (REPO / "completions" / f"xllm.{shell}").read_text()
