@@ -26,12 +26,12 @@ from typing import IO, Any
 from xllm_cli import console
 from xllm_cli.data.base import check_training_sample
 from xllm_cli.errors import ConfigError, DataError
+from xllm_cli.progress import Advance, progress
 
 # The largest chunk of the train file held in memory while shuffling.
 BUCKET_BYTES = 32 * 2**20
 # Bucket files open at once; a bigger file gets bigger buckets rather than more open files.
 MAX_BUCKETS = 256
-REPORT_EVERY = 100_000  # samples between progress lines in plain (non-terminal) output
 
 
 @dataclass
@@ -120,35 +120,8 @@ def _shuffle_in_place(writer: AtomicJsonl, seed: int) -> None:
     writer.temporary, writer.handle = shuffled.temporary, shuffled.handle
 
 
-class _Counter:
-    """Progress of one output: a live counter on a terminal, a line every ``REPORT_EVERY`` samples otherwise."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.progress: Any = None
-        if console.fancy() and console.is_main_process():
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}: {task.completed:,} samples"), TimeElapsedColumn(),
-                console=console.console(), transient=True,
-            )  # fmt: skip
-            self.task = self.progress.add_task(label, total=None)
-            self.progress.start()
-
-    def tick(self, count: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=count)
-        elif count % REPORT_EVERY == 0:
-            console.info(f"{self.label}: {count:,} samples")
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
 def _write_all(
-    samples: Iterable[Any], split: str, dataset: Any, writers: list[tuple[AtomicJsonl, int | None]], counter: _Counter
+    samples: Iterable[Any], split: str, dataset: Any, writers: list[tuple[AtomicJsonl, int | None]], advance: Advance
 ) -> None:
     """Check and write each sample to the first writer with room (a limit of None means no limit)."""
     key = getattr(dataset.config, "dataset_key", "?")
@@ -157,7 +130,7 @@ def _write_all(
         check_training_sample(dataset.get_sample(raw), where)
         writer = next(w for w, limit in writers if limit is None or w.samples < limit)
         writer.write(raw, where)
-        counter.tick(sum(w.samples for w, _ in writers))
+        advance()
 
 
 def _count(samples: Any) -> str:
@@ -173,34 +146,31 @@ def prepare_dataset(config: Any, dataset_cls: Any = None) -> PreparedData:
     eval_path = Path(config.eval_local_path_to_data) if config.eval_local_path_to_data else None
     if eval_path is not None and eval_path.resolve() == train_path.resolve():
         raise ConfigError("--eval-local-path-to-data must differ from --train-local-path-to-data")
-    console.info(f"preparing dataset '{config.dataset_key}'")
     train, eval_samples = dataset_cls.get_data(config)
     dataset = dataset_cls(config)
     writers: list[AtomicJsonl] = []
-    counter = _Counter(f"preparing {config.dataset_key}")
     try:
         train_writer = AtomicJsonl(train_path)
         writers.append(train_writer)
-        _write_all(train, "train", dataset, [(train_writer, None)], counter)
         eval_writer = None
-        if eval_samples is not None and eval_path is not None:
-            eval_writer = AtomicJsonl(eval_path)
-            writers.append(eval_writer)
-            # The first max_eval_samples stay eval; the overflow moves to train.
-            _write_all(
-                eval_samples, "eval", dataset, [(eval_writer, config.max_eval_samples), (train_writer, None)], counter
-            )
-        elif eval_samples is not None and config.add_eval_to_train_if_no_path:
-            console.info("no --eval-local-path-to-data: adding the eval samples to train")
-            _write_all(eval_samples, "eval", dataset, [(train_writer, None)], counter)
-        elif eval_samples is not None:
+        with progress(f"preparing {config.dataset_key}", unit="samples") as advance:
+            _write_all(train, "train", dataset, [(train_writer, None)], advance)
+            if eval_samples is not None and eval_path is not None:
+                eval_writer = AtomicJsonl(eval_path)
+                writers.append(eval_writer)
+                # The first max_eval_samples stay eval; the overflow moves to train.
+                limits = [(eval_writer, config.max_eval_samples), (train_writer, None)]
+                _write_all(eval_samples, "eval", dataset, limits, advance)
+            elif eval_samples is not None and config.add_eval_to_train_if_no_path:
+                console.info("no --eval-local-path-to-data: adding the eval samples to train")
+                _write_all(eval_samples, "eval", dataset, [(train_writer, None)], advance)
+        if eval_samples is not None and eval_path is None and not config.add_eval_to_train_if_no_path:
             console.warn(
                 f"dataset '{config.dataset_key}' has {_count(eval_samples)}eval samples; they are dropped because "
                 f"--eval-local-path-to-data is unset (--add-eval-to-train-if-no-path adds them to train instead)"
             )
-        elif eval_path is not None:
+        elif eval_samples is None and eval_path is not None:
             console.warn(f"dataset '{config.dataset_key}' has no eval data; nothing is written to {eval_path}")
-        counter.stop()
         if train_writer.samples == 0:
             raise DataError(f"dataset '{config.dataset_key}' produced no train samples; nothing was written")
         if config.shuffle:
@@ -208,7 +178,6 @@ def prepare_dataset(config: Any, dataset_cls: Any = None) -> PreparedData:
         for writer in writers:  # only now, when every output is complete, replace the old files
             writer.commit()
     except BaseException:
-        counter.stop()
         for writer in writers:
             writer.discard()
         raise
