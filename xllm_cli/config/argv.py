@@ -43,7 +43,24 @@ def normalize_argv(argv: list[str], bool_fields: Iterable[str]) -> list[str]:
                 out.append(name if word in TRUE_WORDS else "--no-" + name[2:])
                 continue
         out.append(f"{name}={value}" if eq else name)
-    return out
+    return _local_rank_after_step(out)
+
+
+def _local_rank_after_step(args: list[str]) -> list[str]:
+    """Move a ``--local-rank`` given before the step behind it.
+
+    The deepspeed launcher inserts ``--local_rank=N`` right after the script, so ``deepspeed $(which xllm) train``
+    runs ``xllm --local_rank=0 train ...``; the option belongs to the step, not to ``xllm`` itself.
+    """
+    leading: list[str] = []
+    i = 0
+    while i < len(args) and args[i].startswith("--local-rank"):
+        takes_next = args[i] == "--local-rank" and i + 1 < len(args)
+        leading += args[i : i + 1 + takes_next]
+        i += 1 + takes_next
+    if not leading or i >= len(args):
+        return args
+    return [args[i], *leading, *args[i + 1 :]]
 
 
 def parse_extra_flags(args: list[str], fields: Mapping[str, Any], known_flags: Iterable[str]) -> dict[str, Any]:
