@@ -7,7 +7,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -132,20 +131,25 @@ def test_stale_script_is_detected_and_regenerated(tmp_path):
 
 
 def test_one_completion_request_is_fast():
-    """The target is 0.3 s (bench/startup.py reports it); the bound here leaves headroom for a loaded CI machine."""
+    """bench/startup.py reports the 0.3 s wall-time target on an idle machine. Here the child's CPU time is measured
+    instead, because other tests or engineers loading the machine stretch wall time but hardly CPU time; the bound
+    keeps headroom for a slower CI machine and still fails when a heavy import (seconds) sneaks onto the TAB path."""
+    import resource
+
     env = {
         **os.environ,
         "_XLLM_COMPLETE": "complete_bash",
         "COMP_WORDS": "xllm train --dataset-key ",
         "COMP_CWORD": "3",
     }
-    times = []
+    cpu_times = []
     for _ in range(5):
-        start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run([XLLM], env=env, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         assert "soda" in done.stdout.split()
-    assert statistics.median(times) < 0.45, times
+    assert statistics.median(cpu_times) < 0.4, cpu_times
 
 
 # --- real shells --------------------------------------------------------------------------------------------------
