@@ -1,0 +1,1 @@
+"""Collators: training samples to batches (see ``base`` for the contract)."""

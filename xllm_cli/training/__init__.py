@@ -1,0 +1,1 @@
+"""Training: the experiment that builds a run (``experiment``), the trainer, model/LoRA loading and tokenization."""

@@ -1,0 +1,243 @@
+"""``Experiment`` (experiment key ``base``): builds a training run in a fixed order of steps, then runs it.
+
+Each step has a ``build_<step>`` method and optional ``before_<step>`` / ``after_<step>`` hooks, so a plugin
+subclass can change one step without copying the others::
+
+    class MyExperiment(Experiment):
+        def after_model(self) -> None:
+            self.model.config.rope_scaling = {"type": "linear", "factor": 2.0}
+
+Steps, in order: ``training_arguments``, ``datasets``, ``tokenizer``, ``collator``, ``tokenization``,
+``quantization_config``, ``model``, ``lora``, ``stabilize``, ``trainer``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from xllm_cli import console, registry
+from xllm_cli.errors import ConfigError, XllmError
+from xllm_cli.training.tokenize import SampleSource
+
+STEPS = (
+    "training_arguments",
+    "datasets",
+    "tokenizer",
+    "collator",
+    "tokenization",
+    "quantization_config",
+    "model",
+    "lora",
+    "stabilize",
+    "trainer",
+)
+
+
+class TrainingInterrupted(XllmError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint (exit 130, like an interrupted command)."""
+
+    exit_code = 130
+
+
+class Experiment:
+    """A training run: its settings, data, tokenizer, collator, model and trainer, built step by step."""
+
+    def __init__(self, config: Any, train_dataset: Any = None, eval_dataset: Any = None):
+        self.config = config
+        self.user_train_dataset = train_dataset
+        self.user_eval_dataset = eval_dataset
+        self.training_arguments: Any = None
+        self.dataset: Any = None  # the dataset class instance that turns raw samples into training samples
+        self.train_source: SampleSource | None = None
+        self.eval_source: SampleSource | None = None
+        self.tokenizer: Any = None
+        self.collator: Any = None
+        self.train_dataset: Any = None
+        self.eval_dataset: Any = None
+        self.quantization_config: Any = None
+        self.model: Any = None
+        self.trainer: Any = None
+        self.callbacks: list[Any] = []
+
+    # --- the fixed order ---------------------------------------------------------------------------------------------
+    def build(self) -> Experiment:
+        for step in STEPS:
+            self._hook("before", step)
+            getattr(self, f"build_{step}")()
+            self._hook("after", step)
+        return self
+
+    def _hook(self, when: str, step: str) -> None:
+        hook = getattr(self, f"{when}_{step}", None)
+        if hook is not None:
+            hook()
+
+    # --- steps ---------------------------------------------------------------------------------------------------------
+    def build_training_arguments(self) -> None:
+        from xllm_cli.training.arguments import training_arguments
+        from xllm_cli.training.distributed import init_distributed
+
+        check_training_settings(self.config)
+        # Communication first: ZeRO-3 shards the weights while they load, which needs the process group.
+        init_distributed(self.config)
+        self.training_arguments = training_arguments(self.config)
+
+    def build_datasets(self) -> None:
+        config = self.config
+        self.dataset = registry.load("datasets", config.dataset_key)(config)
+        if self.user_train_dataset is not None:
+            self.train_source = SampleSource("train", samples=self.user_train_dataset)
+        else:
+            self.train_source = SampleSource("train", path=Path(config.train_local_path_to_data))
+        if self.user_eval_dataset is not None:
+            self.eval_source = SampleSource("eval", samples=self.user_eval_dataset)
+        elif config.eval_local_path_to_data and Path(config.eval_local_path_to_data).is_file():
+            self.eval_source = SampleSource("eval", path=Path(config.eval_local_path_to_data))
+        if config.do_eval and self.eval_source is None:
+            where = config.eval_local_path_to_data
+            raise ConfigError(
+                "--do-eval needs eval data, and there is none"
+                + (f": {where} does not exist" if where else " (--eval-local-path-to-data is unset)"),
+                hint="run 'xllm download' with --eval-local-path-to-data, or drop --do-eval",
+            )
+
+    def build_tokenizer(self) -> None:
+        from xllm_cli.training.model import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.config)
+
+    def build_collator(self) -> None:
+        self.collator = registry.load("collators", self.config.collator_key)(self.tokenizer, self.config)
+
+    def build_tokenization(self) -> None:
+        """Encode the data once (cached next to the prepared file); plugin collators without ``encode_batch`` get
+        training samples and tokenize per batch."""
+        from xllm_cli.training.tokenize import PackedSamples, encode_source
+
+        if not callable(getattr(self.collator, "encode_batch", None)):
+            if self.config.packing:
+                raise ConfigError(
+                    f"--packing needs a collator with encode_batch; '{self.config.collator_key}' has none"
+                )
+            self.train_dataset = list(self.train_source.training_samples(self.dataset))
+            if self.eval_source is not None:
+                self.eval_dataset = list(self.eval_source.training_samples(self.dataset))
+            return
+        self.train_dataset = encode_source(self.train_source, self.dataset, self.collator, self.config)
+        if self.eval_source is not None:
+            self.eval_dataset = encode_source(self.eval_source, self.dataset, self.collator, self.config)
+        if self.config.packing:
+            self.train_dataset = PackedSamples(self.train_dataset, self.config.max_length)
+            if self.eval_dataset is not None:
+                self.eval_dataset = PackedSamples(self.eval_dataset, self.config.max_length)
+
+    def build_quantization_config(self) -> None:
+        from xllm_cli.training.model import quantization_config
+
+        self.quantization_config = quantization_config(self.config)
+
+    def build_model(self) -> None:
+        from xllm_cli.training.model import load_model, prepare_for_training
+
+        quantized = self.quantization_config is not None or self.config.from_gptq
+        self.model = load_model(self.config, self.quantization_config, self.tokenizer)
+        self.model = prepare_for_training(self.model, self.config, quantized)
+
+    def build_lora(self) -> None:
+        if self.config.apply_lora:
+            from xllm_cli.training.lora import apply_lora
+
+            self.model = apply_lora(self.model, self.config)
+
+    def build_stabilize(self) -> None:
+        if self.config.stabilize:
+            from xllm_cli.training.lora import stabilize
+            from xllm_cli.training.model import bf16_supported
+
+            half = None
+            if bf16_supported():
+                import torch
+
+                half = torch.bfloat16
+            else:
+                console.info("--stabilize: no bfloat16 on this device, so only the norms are cast (to float32)")
+            self.model = stabilize(self.model, half)
+
+    def build_trainer(self) -> None:
+        from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
+
+        trainer_cls = registry.load("trainers", self.config.trainer_key)
+        self.interrupt = InterruptCallback()
+        self.progress = ProgressCallback()
+        self.trainer = trainer_cls(
+            model=self.model,
+            args=self.training_arguments,
+            train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset if self.config.do_eval else None,
+            data_collator=self.collator,
+            processing_class=self.tokenizer,
+            callbacks=[self.progress, self.interrupt, *self.callbacks],
+        )
+        from transformers.trainer_callback import PrinterCallback
+        from transformers.trainer_callback import ProgressCallback as TqdmProgress
+
+        # Our progress replaces the tqdm bar and the dict printer.
+        for callback in (PrinterCallback, TqdmProgress):
+            self.trainer.remove_callback(callback)
+
+    # --- running ---------------------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train (resuming when asked), save the final model, config and loss curve, push and fuse as configured.
+        Returns the folder of the final model."""
+        from xllm_cli.training.outputs import finish_run
+
+        resume = resume_checkpoint(self.config)
+        self.interrupt.install()
+        try:
+            result = self.trainer.train(resume_from_checkpoint=resume)
+        finally:
+            self.interrupt.restore()
+        if self.interrupt.signal_name is not None:
+            checkpoint = last_checkpoint(Path(self.config.output_dir))
+            raise TrainingInterrupted(
+                f"training stopped by {self.interrupt.signal_name} at step {self.trainer.state.global_step}; "
+                f"checkpoint saved: {checkpoint}",
+                hint="continue with the same command plus --resume-from-checkpoint last",
+            )
+        return finish_run(self, result)
+
+
+def check_training_settings(config: Any) -> None:
+    """Combinations that only matter for training (the shared rules live in config/validation.py)."""
+    if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
+        which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit" if config.load_in_8bit else "--from-gptq"
+        raise ConfigError(f"{which} trains only adapters: add --apply-lora (quantized weights cannot be fine-tuned)")
+    if config.fuse_after_training and not config.apply_lora:
+        raise ConfigError("--fuse-after-training needs --apply-lora: there is no adapter to fuse otherwise")
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not output_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(output_dir))
+    return Path(found) if found else None
+
+
+def resume_checkpoint(config: Any) -> str | None:
+    """The checkpoint folder to resume from: a path, or ``last`` (the newest in ``output_dir``)."""
+    wanted = config.resume_from_checkpoint
+    if not wanted:
+        return None
+    if wanted == "last":
+        found = last_checkpoint(Path(config.output_dir))
+        if found is None:
+            raise ConfigError(f"--resume-from-checkpoint last: no checkpoint-* folder in {config.output_dir}")
+        console.info(f"resuming from {found}")
+        return str(found)
+    if not Path(wanted).is_dir():
+        raise ConfigError(f"--resume-from-checkpoint: no such checkpoint folder {wanted}")
+    return os.fspath(wanted)

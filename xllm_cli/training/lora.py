@@ -1,0 +1,78 @@
+"""LoRA adapters (which layers, from ``raw_lora_target_modules``) and ``stabilize`` (dtypes that keep training stable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xllm_cli import console
+from xllm_cli.errors import ConfigError, did_you_mean
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """Last name components of every linear layer (bitsandbytes' subclass nn.Linear), head and embeddings excluded."""
+    import torch
+
+    head = model.get_output_embeddings()
+    excluded = {id(head), id(model.get_input_embeddings())}
+    names = {
+        name.rpartition(".")[2]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and id(module) not in excluded and name
+    }
+    return sorted(names)
+
+
+def target_modules(model: Any, raw: str) -> list[str]:
+    """``all`` -> every linear layer but the head; a comma list -> those names, each checked against the model."""
+    available = linear_module_names(model)
+    if raw.strip() == "all":
+        return available
+    wanted = [name.strip() for name in raw.split(",") if name.strip()]
+    module_names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
+    for name in wanted:
+        if name not in module_names:
+            raise ConfigError(
+                f"--raw-lora-target-modules: the model has no module named '{name}'{did_you_mean(name, available)} "
+                f"(linear layers: {', '.join(available)})"
+            )
+    return wanted
+
+
+def apply_lora(model: Any, config: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets = target_modules(model, config.raw_lora_target_modules)
+    lora_config = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora_config)
+    trainable, total = model.get_nb_trainable_parameters()
+    console.info(f"LoRA on {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters")
+    return model
+
+
+def stabilize(model: Any, half_dtype: Any) -> Any:
+    """Norms in float32; LoRA A and B, embeddings and head in ``half_dtype`` (bfloat16 when the device has it).
+
+    The original tool cast lora_A twice and never lora_B; here each matrix is cast once.
+    """
+    import torch
+
+    embeddings = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    for name, module in model.named_modules():
+        if "norm" in type(module).__name__.lower() or name.rpartition(".")[2].endswith("norm"):
+            module.to(torch.float32)
+        elif half_dtype is not None and (id(module) in embeddings or _is_lora_matrix(name)):
+            module.to(half_dtype)
+    return model
+
+
+def _is_lora_matrix(name: str) -> bool:
+    parts = name.split(".")
+    # peft names them ...q_proj.lora_A.default / ...q_proj.lora_B.default (the ModuleDict entry per adapter).
+    return len(parts) >= 2 and parts[-2] in ("lora_A", "lora_B")

@@ -1,0 +1,204 @@
+"""Loading the tokenizer and the model: dtype, attention implementation, bitsandbytes 4/8-bit, k-bit preparation and
+gradient checkpointing."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from xllm_cli import console
+from xllm_cli.errors import ConfigError
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def compute_dtype(config: Any) -> Any:
+    """float32 when forced or on CPU (CPU training in half precision is slow and lossy), else fp16 when forced,
+    else bf16 where the device supports it, else fp16."""
+    import torch
+
+    if config.force_fp32 or not has_cuda():
+        return torch.float32
+    if config.force_fp16 or not bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def load_tokenizer(config: Any) -> Any:
+    """The tokenizer, with its padding side from the config and a pad token guaranteed (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    source = config.tokenizer_name_or_path or config.model_name_or_path
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": config.trust_remote_code,
+        "token": config.secret("huggingface_hub_token"),
+    }
+    if config.tokenizer_use_fast is not None:
+        kwargs["use_fast"] = config.tokenizer_use_fast
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot load the tokenizer from '{source}': {str(error).splitlines()[0]}",
+            hint="check --tokenizer-name-or-path / --model-name-or-path, and run 'xllm download' first",
+        ) from None
+    if config.tokenizer_padding_side:
+        tokenizer.padding_side = config.tokenizer_padding_side
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"the tokenizer of '{source}' has neither a pad nor an EOS token; give it a pad token")
+        # Safe because padding is excluded from the loss by the attention mask, never by comparing with the pad id.
+        tokenizer.pad_token = tokenizer.eos_token
+        console.info(
+            f"the tokenizer has no pad token: padding with EOS ({tokenizer.eos_token!r}); EOS is still learned"
+        )
+    return tokenizer
+
+
+def attention_implementation(config: Any) -> str:
+    if not config.use_flash_attention_2:
+        return "sdpa"
+    if not has_cuda():
+        raise ConfigError("--use-flash-attention-2 needs a CUDA GPU, and none is available here")
+    if importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError(
+            "--use-flash-attention-2 needs the flash-attn package, which is not installed",
+            hint="pip install flash-attn --no-build-isolation, or drop --use-flash-attention-2",
+        )
+    return "flash_attention_2"
+
+
+def quantization_config(config: Any) -> Any:
+    """The bitsandbytes config for 4/8-bit loading, or None."""
+    if not (config.load_in_4bit or config.load_in_8bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if config.load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=compute_dtype(config),
+            bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant,
+            bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+        )
+    return BitsAndBytesConfig(
+        load_in_8bit=True,
+        llm_int8_threshold=config.llm_int8_threshold,
+        llm_int8_has_fp16_weight=config.llm_int8_has_fp16_weight,
+    )
+
+
+def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
+    """The model, quantized while loading or (``bnb_quantize_after_model_init``) right after."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {
+        "dtype": compute_dtype(config),
+        "attn_implementation": attention_implementation(config),
+        "trust_remote_code": config.trust_remote_code,
+        "token": config.secret("huggingface_hub_token"),
+    }
+    if config.device_map:
+        kwargs["device_map"] = config.device_map
+    elif quantization is not None and has_cuda():
+        # bitsandbytes weights are quantized on the device they load to; one process, one device.
+        import os
+
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    if quantization is not None and not config.bnb_quantize_after_model_init:
+        kwargs["quantization_config"] = quantization
+    try:
+        model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot load the model '{config.model_name_or_path}': {str(error).splitlines()[0]}",
+            hint="check --model-name-or-path, and run 'xllm download' first",
+        ) from None
+    if quantization is not None and config.bnb_quantize_after_model_init:
+        model = quantize_loaded_model(model, quantization)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def quantize_loaded_model(model: Any, quantization: Any) -> Any:
+    """Swap every linear layer but the head for its bitsandbytes twin holding the same weights, quantized now."""
+    import bitsandbytes as bnb
+    import torch
+
+    head = model.get_output_embeddings()
+    replacements = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not head and not isinstance(module, bnb.nn.Linear4bit)
+    ]
+    for name, linear in replacements:
+        device = linear.weight.device
+        if quantization.load_in_4bit:
+            layer = bnb.nn.Linear4bit(
+                linear.in_features,
+                linear.out_features,
+                bias=linear.bias is not None,
+                compute_dtype=quantization.bnb_4bit_compute_dtype,
+                compress_statistics=quantization.bnb_4bit_use_double_quant,
+                quant_type=quantization.bnb_4bit_quant_type,
+                device="meta",
+            )
+            layer.weight = bnb.nn.Params4bit(
+                linear.weight.data.cpu(),
+                requires_grad=False,
+                compress_statistics=quantization.bnb_4bit_use_double_quant,
+                quant_type=quantization.bnb_4bit_quant_type,
+            )
+        else:
+            layer = bnb.nn.Linear8bitLt(
+                linear.in_features,
+                linear.out_features,
+                bias=linear.bias is not None,
+                has_fp16_weights=quantization.llm_int8_has_fp16_weight,
+                threshold=quantization.llm_int8_threshold,
+                device="meta",
+            )
+            layer.weight = bnb.nn.Int8Params(
+                linear.weight.data.cpu(), requires_grad=False, has_fp16_weights=quantization.llm_int8_has_fp16_weight
+            )
+        if linear.bias is not None:
+            layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+        layer = layer.to(device if device.type != "meta" else "cpu")  # moving quantizes the weights
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+    # peft and the Trainer read these to treat the model as quantized (no full fine-tuning, k-bit preparation).
+    model.is_loaded_in_4bit = bool(quantization.load_in_4bit)
+    model.is_loaded_in_8bit = bool(quantization.load_in_8bit)
+    model.config.quantization_config = quantization
+    return model
+
+
+def prepare_for_training(model: Any, config: Any, quantized: bool) -> Any:
+    """k-bit preparation (norms in fp32, input grads) and gradient checkpointing, with or without quantization."""
+    checkpointing = config.use_gradient_checkpointing
+    if quantized and config.prepare_model_for_kbit_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif checkpointing:
+        # Non-reentrant checkpointing needs no input gradients, so it works with frozen embeddings (LoRA) too.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if checkpointing:
+        model.config.use_cache = False
+    return model

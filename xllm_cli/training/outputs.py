@@ -1,0 +1,121 @@
+"""After training: the final model, the resolved config, the log and loss curve, the push, the fuse and the summary.
+
+Only the main process writes (the final save of a sharded model needs every process, so that one call is shared).
+Files are written under a temporary name in the same folder and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from xllm_cli import console
+from xllm_cli.training.distributed import is_main_process, uses_deepspeed
+
+CONFIG_FILE = "xllm_config.json"
+LOG_FILE = "training_log.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+def finish_run(experiment: Any, result: Any) -> Path:
+    config, trainer = experiment.config, experiment.trainer
+    output_dir = Path(config.output_dir)
+    save_final_model(experiment, output_dir)
+    if is_main_process():
+        write_atomically(output_dir / CONFIG_FILE, json.dumps(masked_config(config), indent=2))
+        write_atomically(output_dir / LOG_FILE, json.dumps(trainer.state.log_history, indent=2))
+        plot_loss_curve(trainer.state.log_history, output_dir / LOSS_CURVE_FILE)
+    if config.push_to_hub:
+        console.info(f"pushing the final model to {config.hub_model_id}")
+        trainer.push_to_hub(commit_message="xllm: final model", blocking=True)
+    if config.report_to_wandb:
+        import wandb
+
+        wandb.finish()
+    print_summary(experiment, result, output_dir)
+    if config.fuse_after_training:
+        fuse_trained_adapter(config, output_dir)
+    return output_dir
+
+
+def save_final_model(experiment: Any, output_dir: Path) -> None:
+    """The trained model (only the adapter with LoRA) and its tokenizer, straight into ``output_dir``."""
+    config, trainer = experiment.config, experiment.trainer
+    staging = output_dir / f".final-{os.getpid()}"
+    if uses_deepspeed(config) or config.fsdp_strategy.strip():
+        trainer.save_model(str(staging))  # gathers sharded weights: every process takes part
+    elif is_main_process():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        kwargs = {} if hasattr(model, "peft_config") else {"max_shard_size": config.max_shard_size}
+        model.save_pretrained(str(staging), **kwargs)
+        experiment.tokenizer.save_pretrained(str(staging))
+    if not is_main_process():
+        return
+    for item in staging.iterdir():
+        target = output_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()
+
+
+def masked_config(config: Any) -> dict[str, Any]:
+    """The resolved settings; pydantic's JSON dump writes secrets as asterisks."""
+    return config.model_dump(mode="json")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Path | None:
+    """Train (and eval) loss against steps as a PNG; Agg canvas, so no display and no pyplot global state."""
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
+    evaluation = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
+    if not train and not evaluation:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for points, label in ((train, "train loss"), (evaluation, "eval loss")):
+        if points:
+            axes.plot(*zip(*points, strict=True), label=label, marker="." if len(points) < 50 else None)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    figure.savefig(temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def print_summary(experiment: Any, result: Any, output_dir: Path) -> None:
+    state = experiment.trainer.state
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    runtime = result.metrics.get("train_runtime", 0.0) if result is not None else 0.0
+    what = "adapter" if experiment.config.apply_lora else "model"
+    lines = [
+        f"trained {state.global_step} steps in {runtime:.1f}s",
+        f"{experiment.progress.tokens_per_second(state):,.0f} tokens/s (non-padding)",
+        f"final loss {losses[-1]:.4f}" if losses else "no loss logged",
+        f"{what}: {output_dir}",
+        f"loss curve: {output_dir / LOSS_CURVE_FILE}",
+    ]
+    console.info("done: " + "; ".join(lines))
+
+
+def fuse_trained_adapter(config: Any, adapter_dir: Path) -> Path:
+    from xllm_cli.fuse import fuse
+
+    return fuse(config.model_copy(update={"lora_model_local_path": str(adapter_dir), "lora_hub_model_id": None}))

@@ -1,0 +1,252 @@
+"""Tokenize once: prepared raw samples -> training samples -> token ids, cached next to the prepared data.
+
+The cache lives in ``.xllm-cache/`` beside the JSON-lines file, in a folder named by a hash of everything that
+changes the encodings: the data file's content, the tokenizer (its full serialisation, chat template and special
+tokens), the collator class and its settings (``max_length``, separator) and the dataset class and its settings. A
+second run with the same inputs memory-maps the cached arrays instead of tokenizing again; under several processes
+one process per node builds it while the others wait (``distributed.main_process_first``).
+
+Packing does not change the encodings, only how they are grouped into rows, so it is not part of the key: rows are
+planned from the cached lengths in one pass (``collators.packing.plan_rows``) and the same cache serves both modes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xllm_cli import console
+from xllm_cli.collators.packing import pack_features, plan_rows
+from xllm_cli.data.base import check_training_sample, iter_jsonl, read_prepared
+from xllm_cli.errors import DataError
+
+CACHE_FORMAT = 1
+CHUNK = 1000
+# Dataset fields that shape the prepared file only (its content hash already covers them).
+_FILE_ONLY_FIELDS = {
+    "dataset_source",
+    "train_local_path_to_data",
+    "eval_local_path_to_data",
+    "shuffle",
+    "max_eval_samples",
+    "add_eval_to_train_if_no_path",
+}
+
+
+class EncodedSamples:
+    """Encoded samples stored flat (token ids, labels, offsets), memory-mapped from the cache when there is one."""
+
+    def __init__(self, input_ids: Any, labels: Any, offsets: Any):
+        self.input_ids, self.labels, self.offsets = input_ids, labels, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        return {"input_ids": self.input_ids[start:end].tolist(), "labels": self.labels[start:end].tolist()}
+
+    def lengths(self) -> list[int]:
+        import numpy as np
+
+        return np.diff(self.offsets).tolist()
+
+    def tokens(self) -> int:
+        return int(self.offsets[-1])
+
+
+class PackedSamples:
+    """Rows of several encoded samples each (see ``collators.packing``)."""
+
+    def __init__(self, samples: EncodedSamples, max_length: int):
+        self.samples = samples
+        self.rows = plan_rows(samples.lengths(), max_length)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return pack_features([self.samples[i] for i in self.rows[index]])
+
+
+@dataclass
+class SampleSource:
+    """Where training samples come from: a prepared JSON-lines file, or samples handed over in Python."""
+
+    name: str  # "train" or "eval", for messages
+    path: Path | None = None
+    samples: Sequence[dict[str, Any]] | None = None
+
+    def training_samples(self, dataset: Any) -> Iterator[dict[str, Any]]:
+        """Training samples; raw ones go through the dataset class's ``get_sample``."""
+        if self.samples is not None:
+            for number, sample in enumerate(self.samples, start=1):
+                yield _to_training_sample(dataset, sample, f"{self.name} sample {number}")
+            return
+        assert self.path is not None
+        if not self.path.is_file():
+            next(read_prepared(self.path, "train"))  # raises the contract's "run xllm download" error
+        for number, raw in iter_jsonl(self.path):
+            yield _to_training_sample(dataset, raw, f"{self.path}:{number}")
+
+
+def _to_training_sample(dataset: Any, sample: dict[str, Any], where: str) -> dict[str, Any]:
+    if isinstance(sample, dict) and ("text_parts" in sample or "messages" in sample):
+        return check_training_sample(sample, where)
+    try:
+        converted = dataset.get_sample(sample)
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(f"{where}: the dataset could not turn this sample into a training sample: {error}") from None
+    return check_training_sample(converted, where)
+
+
+def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any) -> EncodedSamples:
+    """The encoded samples of ``source``, from the cache when a file's encodings are already there."""
+    if source.path is None:
+        return _load(_encode_into(None, source, dataset, collator), source.name)
+    from xllm_cli.training.distributed import main_process_first
+
+    folder = cache_folder(source.path, cache_key(source.path, dataset, collator, config))
+    with main_process_first(local=True, description="tokenization"):
+        if not (folder / "meta.json").is_file():
+            console.info(f"tokenizing {source.path} (cached in {folder})")
+            _encode_into(folder, source, dataset, collator)
+        else:
+            console.info(f"reusing tokenized {source.name} data from {folder}")
+    return _load(folder, source.name)
+
+
+def cache_folder(path: Path, key: str) -> Path:
+    return path.parent / ".xllm-cache" / f"{path.name}-{key[:16]}"
+
+
+def cache_key(path: Path, dataset: Any, collator: Any, config: Any) -> str:
+    settings = {
+        name: getattr(config, name)
+        for name in type(config).model_fields
+        if name not in _FILE_ONLY_FIELDS
+        and (config.entity_of(name) == "dataset" or config.entity_of(name).startswith("plugin:"))
+    }
+    identity = {
+        "format": CACHE_FORMAT,
+        "data": file_sha256(path),
+        "tokenizer": tokenizer_fingerprint(collator.tokenizer),
+        "collator": collator.cache_identity(),
+        "dataset": f"{type(dataset).__module__}.{type(dataset).__qualname__}",
+        "dataset_settings": settings,
+        "seed": config.seed,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    extra = [type(tokenizer).__name__, getattr(tokenizer, "chat_template", None), tokenizer.special_tokens_map]
+    return hashlib.sha256((vocabulary + json.dumps(extra, sort_keys=True, default=str)).encode()).hexdigest()
+
+
+def _chunks(samples: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _encode_into(folder: Path | None, source: SampleSource, dataset: Any, collator: Any) -> Path | dict[str, Any]:
+    """Encode in chunks, streaming to files (a folder written under a temporary name, then renamed) or to memory."""
+    import numpy as np
+
+    temporary = folder.with_name(f"{folder.name}.tmp-{os.getpid()}") if folder else None
+    if temporary:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    ids_parts: list[Any] = []
+    label_parts: list[Any] = []
+    lengths: list[int] = []
+    cut_away = 0
+    with contextlib.ExitStack() as stack:
+        ids_file, labels_file = (
+            [stack.enter_context((temporary / name).open("wb")) for name in ("input_ids.i32", "labels.i32")]
+            if temporary
+            else (None, None)
+        )
+        for chunk in _chunks(source.training_samples(dataset), CHUNK):
+            for encoded in collator.encode_batch(chunk):
+                if encoded is None:
+                    cut_away += 1
+                    continue
+                ids = np.asarray(encoded["input_ids"], dtype=np.int32)
+                labels = np.asarray(encoded["labels"], dtype=np.int32)
+                lengths.append(len(ids))
+                if ids_file is not None:
+                    ids.tofile(ids_file)
+                    labels.tofile(labels_file)
+                else:
+                    ids_parts.append(ids)
+                    label_parts.append(labels)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+    meta = {"samples": len(lengths), "cut_away": cut_away, "tokens": int(offsets[-1])}
+    if temporary is None:
+        empty = np.zeros(0, dtype=np.int32)
+        return {
+            "encoded": EncodedSamples(
+                np.concatenate(ids_parts) if ids_parts else empty,
+                np.concatenate(label_parts) if label_parts else empty,
+                offsets,
+            ),
+            **meta,
+        }
+    np.save(temporary / "offsets.npy", offsets)
+    (temporary / "meta.json").write_text(json.dumps(meta))
+    try:
+        temporary.rename(folder)
+    except OSError:  # another process finished the same cache first: theirs is identical
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder
+
+
+def _load(where: Path | dict[str, Any], name: str) -> EncodedSamples:
+    import numpy as np
+
+    if isinstance(where, dict):
+        meta, encoded = where, where["encoded"]
+    else:
+        meta = json.loads((where / "meta.json").read_text())
+        offsets = np.load(where / "offsets.npy")
+        encoded = EncodedSamples(*(_map(where / file) for file in ("input_ids.i32", "labels.i32")), offsets)
+    if meta["cut_away"]:
+        console.warn(
+            f"{name} data: {meta['cut_away']} sample(s) had every target token cut away by --max-length and are "
+            f"skipped (raise --max-length to keep them)"
+        )
+    if meta["samples"] == 0:
+        raise DataError(f"{name} data has no usable samples (every sample was empty or cut away)")
+    return encoded
+
+
+def _map(path: Path) -> Any:
+    import numpy as np
+
+    return np.memmap(path, dtype=np.int32, mode="r") if path.stat().st_size else np.zeros(0, dtype=np.int32)
