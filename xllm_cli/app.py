@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     from xllm_cli.errors import XllmError
 
     args = sys.argv[1:] if argv is None else list(argv)
+    if not {"--verbose", "-v"} & set(args):
+        console.filter_library_noise()
     bool_fields = [name for name, info in XllmConfig.model_fields.items() if info.annotation in (bool, bool | None)]
     try:
         args = normalize_argv(args, bool_fields)

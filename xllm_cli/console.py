@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 _state = {"verbose": False, "quiet": False}
@@ -67,3 +69,36 @@ def error(message: str, hint: str | None = None) -> None:
         print(f"error: {message}", file=sys.stderr)
         if hint:
             print(f"hint: {hint}", file=sys.stderr)
+
+
+# Library output a user cannot act on, hidden by the CLI unless --verbose. Logger name -> start of the message.
+NOISY_LOG_MESSAGES = {
+    "torchao": "Failed to load ",  # optional CUDA kernels (mxfp8, cutlass) absent from CPU or other-arch builds
+    "torch.utils._pytree": "<enum ",  # torch telling torchao (not the user) a registration is deprecated
+    "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward",  # optional `kernels` package missing
+    "DeepSpeed": "Setting accelerator to CPU",  # a CPU machine has no GPU: not news to its user
+}
+# Deprecation notices raised inside these libraries are addressed to their developers (and to ours), not to users.
+LIBRARY_MODULES = (
+    r"(torch|torchao|transformers|peft|accelerate|datasets|deepspeed|bitsandbytes|gptqmodel|optimum|wandb)(\..*)?"
+)
+DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def filter_library_noise() -> None:
+    """Hide library deprecation warnings and the known log lines above (the CLI calls this unless --verbose)."""
+    for category in DEPRECATIONS:
+        warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
+    for name, prefix in NOISY_LOG_MESSAGES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and f.prefix == prefix for f in logger.filters):
+            logger.addFilter(_DropMessages(prefix))

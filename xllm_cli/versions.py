@@ -33,5 +33,6 @@ def devices() -> str:
 def print_versions() -> None:
     print(f"xllm {__version__}")
     for name, found in library_versions().items():
-        print(f"  {name:<13} {found}")
+        role = "  (GPTQ backend)" if name == "gptqmodel" else ""
+        print(f"  {name:<13} {found}{role}")
     print(f"  devices       {devices()}")
