@@ -74,6 +74,12 @@ class AtomicJsonl:
         self.temporary.unlink(missing_ok=True)
 
 
+def _read_lines(path: Path) -> list[bytes]:
+    # readlines, not read_bytes().splitlines(): the whole bucket is never held twice.
+    with path.open("rb") as handle:
+        return handle.readlines()
+
+
 def shuffle_lines(source: Path, target: IO[bytes], total_bytes: int, seed: int) -> None:
     """Write the lines of ``source`` to ``target`` in a random order fixed by ``seed``, in bounded memory.
 
@@ -84,7 +90,7 @@ def shuffle_lines(source: Path, target: IO[bytes], total_bytes: int, seed: int) 
     rng = random.Random(seed)
     buckets = min(MAX_BUCKETS, max(1, math.ceil(total_bytes / BUCKET_BYTES)))
     if buckets == 1:
-        lines = source.read_bytes().splitlines(keepends=True)
+        lines = _read_lines(source)
         rng.shuffle(lines)
         target.writelines(lines)
         return
@@ -99,7 +105,7 @@ def shuffle_lines(source: Path, target: IO[bytes], total_bytes: int, seed: int) 
             for handle in handles:
                 handle.close()
         for path in paths:
-            lines = path.read_bytes().splitlines(keepends=True)
+            lines = _read_lines(path)
             path.unlink()
             rng.shuffle(lines)
             target.writelines(lines)
