@@ -175,6 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._repo_info(repo_id)
             if rest[:1] == ["tree"] and repo_id in self.hub.files:
                 return self._tree(repo_id)
+            if repo_id not in self.hub.files:  # as the hub says it, so huggingface_hub raises RepositoryNotFoundError
+                return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
             return self._not_found()
         return self._resolve(parts)
 
@@ -216,7 +218,8 @@ def start_fake_hub() -> tuple[FakeHub, ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, name="fake-hub", daemon=True).start()
+    # A short poll interval: shutdown() waits up to one interval, once per test.
+    threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-hub", daemon=True).start()
     return hub, server
 
 

@@ -246,3 +246,49 @@ def test_bin_output_when_safetensors_is_off_and_an_old_output_survives_a_failure
     assert code == 2 and "--max-shard-size" in output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def materialize(files: dict[str, bytes], folder: Path) -> Path:
+    """What arrived at the hub, as a folder a user would download."""
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("add_bos_token", [False, True])
+def test_fused_model_pushed_to_the_hub_arrives_complete(
+    capsys, tiny_model, adapters, tmp_path, fake_hub, monkeypatch, add_bos_token
+):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    args = ["fuse", "--model-name-or-path", str(tiny_model), "--lora-model-local-path", str(adapters["subset"])]
+    args += ["--fused-model-local-path", "fused", "--force-fp32", "--push-to-hub", "--hub-model-id", "me/fused"]
+    if add_bos_token:  # and a public repository
+        args += ["--push-to-hub-bos-add-bos-token", "--no-hub-private-repo"]
+    code, output = xllm(capsys, *args)
+    assert code == 0, output
+    assert SECRET not in output and f"Bearer {SECRET}" in fake_hub.authorizations
+    assert fake_hub.repos["me/fused"]["private"] is not add_bos_token  # private is the default
+    local = tmp_path / "fused"
+    arrived = fake_hub.files["me/fused"]
+    assert arrived == {p.name: p.read_bytes() for p in local.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(arrived)
+    assert (json.loads(arrived["tokenizer_config.json"]).get("add_bos_token") is True) is add_bos_token
+    assert_same_logits(materialize(arrived, tmp_path / "from-hub"), tiny_model, adapters["subset"])
+
+
+def test_adapter_from_the_hub_by_id(capsys, tiny_model, adapters, tmp_path, fake_hub):
+    from safetensors.torch import load_file
+
+    adapter = adapters["subset"]
+    fake_hub.add_files("me/adapter", {p.name: p.read_bytes() for p in adapter.iterdir() if p.is_file()})
+    base = ["fuse", "--model-name-or-path", str(tiny_model), "--force-fp32"]
+    code, output = xllm(capsys, *base, "--lora-hub-model-id", "me/adapter", "--fused-model-local-path", "from-hub")
+    assert code == 0, output
+    code, output = xllm(capsys, *base, "--lora-model-local-path", str(adapter), "--fused-model-local-path", "local")
+    assert code == 0, output
+    from_hub, local = (load_file(tmp_path / name / "model.safetensors") for name in ("from-hub", "local"))
+    assert from_hub.keys() == local.keys() and all((from_hub[k] == local[k]).all() for k in local)
+    code, output = xllm(capsys, *base, "--lora-hub-model-id", "me/missing")
+    assert code == 1 and "me/missing" in output and "--lora-hub-model-id" in output

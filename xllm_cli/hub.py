@@ -46,8 +46,8 @@ def _hub_failure(error: Exception, action: str, repo_id: str, flag: str) -> Xllm
         )
     if isinstance(error, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
         return XllmError(
-            f"{action} '{repo_id}': the Hugging Face Hub cannot be reached (offline)",
-            hint="unset HF_HUB_OFFLINE or check the network",
+            f"{action} '{repo_id}': the Hugging Face Hub cannot be reached (offline or network down)",
+            hint="unset HF_HUB_OFFLINE or check the network and HF_ENDPOINT",
         )
     if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code in (401, 403):
         return XllmError(
