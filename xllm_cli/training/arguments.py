@@ -45,7 +45,6 @@ def training_arguments(config: Any) -> Any:
         "push_to_hub": config.push_to_hub,
         "hub_model_id": config.hub_model_id,
         "hub_private_repo": config.hub_private_repo,
-        "hub_token": config.secret("huggingface_hub_token"),
         "hub_strategy": "every_save",
         "report_to": ["wandb"] if config.report_to_wandb else "none",
         "bf16": dtype == torch.bfloat16,
@@ -60,10 +59,19 @@ def training_arguments(config: Any) -> Any:
         # LoRA with gradient checkpointing leaves frozen parameters without gradients; DDP must not wait for them.
         "ddp_find_unused_parameters": False if config.apply_lora else None,
     }
+    configure_hub_token(config)
     if config.report_to_wandb:
         configure_wandb(config)
     kwargs.update(distributed_arguments(config))
     return TrainingArguments(**kwargs)
+
+
+def configure_hub_token(config: Any) -> None:
+    """Hand the hub token to huggingface_hub through the environment, not ``hub_token``: the Trainer pickles its
+    arguments into every checkpoint (training_args.bin), which would store the secret in plain text."""
+    token = config.secret("huggingface_hub_token")
+    if token:
+        os.environ["HF_TOKEN"] = token
 
 
 def configure_wandb(config: Any) -> None:

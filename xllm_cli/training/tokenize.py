@@ -84,15 +84,17 @@ class SampleSource:
     path: Path | None = None
     samples: Sequence[dict[str, Any]] | None = None
 
+    def check_exists(self) -> None:
+        if self.path is not None and not self.path.is_file():
+            next(read_prepared(self.path, "train"))  # raises the contract's "run xllm download" error
+
     def training_samples(self, dataset: Any) -> Iterator[dict[str, Any]]:
         """Training samples; raw ones go through the dataset class's ``get_sample``."""
         if self.samples is not None:
             for number, sample in enumerate(self.samples, start=1):
                 yield _to_training_sample(dataset, sample, f"{self.name} sample {number}")
             return
-        assert self.path is not None
-        if not self.path.is_file():
-            next(read_prepared(self.path, "train"))  # raises the contract's "run xllm download" error
+        self.check_exists()
         for number, raw in iter_jsonl(self.path):
             yield _to_training_sample(dataset, raw, f"{self.path}:{number}")
 
@@ -115,6 +117,7 @@ def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any
         return _load(_encode_into(None, source, dataset, collator), source.name)
     from xllm_cli.training.distributed import main_process_first
 
+    source.check_exists()
     folder = cache_folder(source.path, cache_key(source.path, dataset, collator, config))
     with main_process_first(local=True, description="tokenization"):
         if not (folder / "meta.json").is_file():

@@ -1,0 +1,180 @@
+"""``xllm train`` on the tiny model: full fine-tuning, LoRA, QLoRA, the final save, and bad input.
+
+Training runs go through ``xllm_cli.app.main`` in-process (the same code path as the binary, without paying the
+library imports again for every run). Each run repeats a few short samples with a high learning rate, so a working
+training loop must bring the loss well down within a few dozen steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean
+
+import pytest
+
+from xllm_cli.app import main
+from xllm_cli.data.demo import demo_records
+
+SECRET = "hf_do_not_print_this_token"
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with its output head scaled up, for adapter training.
+
+    LoRA leaves the head frozen, and a randomly initialised head (std 0.02 over 64 dims) caps every logit near +-1, so
+    no adapter could make confident predictions: the loss could hardly fall whatever the training loop did.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("models") / "tiny-wide-head"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(25)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(path)
+    return path
+
+
+def write_training_data(path: Path, samples: int = 8, repeats: int = 4) -> Path:
+    rows = demo_records()[:samples] * repeats
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def run_train(tiny_model: Path, output: Path, *args: str, data: Path | None = None) -> int:
+    """``xllm train`` in-process on the demo records; returns the exit code."""
+    data = data or write_training_data(output.parent / "train.jsonl")
+    base = [
+        "train",
+        "--model-name-or-path", str(tiny_model),
+        "--dataset-key", "general",
+        "--train-local-path-to-data", str(data),
+        "--output-dir", str(output),
+        "--per-device-train-batch-size", "4",
+        "--warmup-steps", "0",
+        "--logging-steps", "1",
+        "--save-steps", "1000",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, *args])
+    return exit_info.value.code
+
+
+def logged_losses(output: Path, key: str = "loss") -> list[float]:
+    return [entry[key] for entry in json.loads((output / "training_log.json").read_text()) if key in entry]
+
+
+def assert_loss_falls(output: Path, factor: float) -> None:
+    losses = logged_losses(output)
+    assert len(losses) >= 8, losses
+    first, last = mean(losses[:3]), mean(losses[-3:])
+    assert last < factor * first, f"loss did not fall enough: first {first:.3f}, last {last:.3f} ({losses})"
+
+
+def test_full_finetuning_falls_and_saves_model_tokenizer_config_and_curve(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    output = tmp_path / "full"
+    code = run_train(tiny_model, output, "--max-steps", "24", "--learning-rate", "3e-3")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert_loss_falls(output, 0.75)
+    # The final model (the original tool never saved it), loadable as is, with its tokenizer.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert (output / "model.safetensors").is_file()
+    AutoModelForCausalLM.from_pretrained(output)
+    assert AutoTokenizer.from_pretrained(output).eos_token == "</s>"
+    saved = json.loads((output / "xllm_config.json").read_text())
+    assert saved["max_steps"] == 24 and saved["huggingface_hub_token"] == "**********"
+    assert (output / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Progress with loss, lr and tokens/s (plain lines: stderr is not a terminal here), then the summary.
+    assert "train: 24/24 steps" in err and "loss=" in err and "lr=" in err and "tokens_per_s=" in err
+    assert "done: trained 24 steps" in err and f"model: {output}" in err
+    for path in output.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in err
+
+
+def test_lora_with_completion_collator_packing_checkpointing_and_eval(lora_model, tmp_path, capsys):
+    output = tmp_path / "lora"
+    eval_data = write_training_data(tmp_path / "eval.jsonl", samples=4, repeats=1)
+    code = run_train(
+        lora_model, output,
+        "--apply-lora", "--lora-rank", "16", "--learning-rate", "1e-2", "--max-steps", "24",
+        "--collator-key", "completion", "--packing", "--max-length", "128",
+        "--use-gradient-checkpointing",
+        "--eval-local-path-to-data", str(eval_data), "--do-eval", "--eval-steps", "12",
+        "--save-steps", "8", "--save-total-limit", "1",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert_loss_falls(output, 0.5)
+    assert len(logged_losses(output, "eval_loss")) == 2
+    # Adapter only, with the tokenizer; checkpoints every save_steps, only the newest kept.
+    assert (output / "adapter_model.safetensors").is_file() and (output / "adapter_config.json").is_file()
+    assert (output / "tokenizer.json").is_file()
+    assert not (output / "model.safetensors").exists()
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-24"]
+    assert f"adapter: {output}" in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--load-in-4bit",), ("--load-in-8bit",), ("--load-in-4bit", "--bnb-quantize-after-model-init")],
+    ids=["4bit", "8bit", "4bit-after-init"],
+)
+def test_qlora_trains_with_falling_loss(lora_model, tmp_path, capsys, flags):
+    import bitsandbytes as bnb
+    import torch
+
+    from xllm_cli import registry
+    from xllm_cli.training.experiment import Experiment
+
+    seen: dict[str, set] = {}
+
+    class RecordingExperiment(Experiment):  # an after-hook, as a plugin would write one
+        def after_model(self) -> None:
+            seen["types"] = {type(m) for m in self.model.modules() if isinstance(m, torch.nn.Linear)}
+
+    registry.register("experiments", "test-recording", RecordingExperiment)
+    output = tmp_path / "qlora"
+    code = run_train(
+        lora_model, output, *flags, "--apply-lora", "--lora-rank", "16", "--learning-rate", "1e-2",
+        "--max-steps", "20", "--experiment-key", "test-recording",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert_loss_falls(output, 0.5)
+    expected = bnb.nn.Linear4bit if "--load-in-4bit" in flags else bnb.nn.Linear8bitLt
+    assert expected in seen["types"]
+    assert (output / "adapter_model.safetensors").is_file()
+
+
+def test_do_eval_without_eval_data_is_one_clear_error(tiny_model, tmp_path, capsys):
+    code = run_train(tiny_model, tmp_path / "out", "--do-eval", "--max-steps", "2")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: --do-eval needs eval data" in err and "Traceback" not in err
+
+
+def test_missing_prepared_data_tells_to_run_download(tiny_model, tmp_path, capsys):
+    code = run_train(tiny_model, tmp_path / "out", "--max-steps", "2", data=tmp_path / "nowhere.jsonl")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "prepared data not found" in err and "xllm download" in err and "Traceback" not in err
+
+
+def test_unknown_lora_target_lists_the_model_linear_layers(tiny_model, tmp_path, capsys):
+    code = run_train(tiny_model, tmp_path / "out", "--apply-lora", "--raw-lora-target-modules", "q_proj,qv_proj")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "no module named 'qv_proj'" in err and "did you mean 'q_proj'" in err and "v_proj" in err
+
+
+def test_flash_attention_without_cuda_is_a_clear_error(tiny_model, tmp_path, capsys):
+    code = run_train(tiny_model, tmp_path / "out", "--use-flash-attention-2")
+    err = capsys.readouterr().err
+    assert code == 2 and "--use-flash-attention-2 needs a CUDA GPU" in err
