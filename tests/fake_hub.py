@@ -28,8 +28,6 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-_COMMIT_SHA = "0" * 39 + "1"
-
 
 @dataclass
 class FakeHub:
@@ -47,6 +45,14 @@ class FakeHub:
     def env(self) -> dict[str, str]:
         """Environment for a subprocess that must talk to this hub."""
         return {"HF_ENDPOINT": self.url, "HF_HUB_OFFLINE": "0"}
+
+    def commit_sha(self, repo_id: str) -> str:
+        """A commit id that changes with the content, so huggingface_hub's cache (keyed by commit) never serves
+        files of another test's repository of the same name."""
+        listing = "".join(
+            f"{name}:{_git_blob_id(data)}\n" for name, data in sorted(self.files.get(repo_id, {}).items())
+        )
+        return hashlib.sha1(listing.encode()).hexdigest()
 
     def add_files(self, repo_id: str, files: dict[str, bytes], private: bool = False) -> None:
         """Seed a repo (e.g. an adapter to download) without going through an upload."""
@@ -163,7 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
         with self.hub.lock:
             self.hub.files[repo_id].update(added)
             self.hub.commits.append({"repo": repo_id, "summary": header["value"].get("summary"), "files": list(added)})
-        self._send(200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{_COMMIT_SHA}", "commitOid": _COMMIT_SHA})
+        sha = self.hub.commit_sha(repo_id)
+        self._send(200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{sha}", "commitOid": sha})
 
     # -- GET/HEAD: repo info and file downloads --------------------------------------------------------------------
     def do_GET(self):  # noqa: N802
@@ -186,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _repo_info(self, repo_id: str):
         siblings = [{"rfilename": name} for name in sorted(self.hub.files[repo_id])]
-        info = {"id": repo_id, "modelId": repo_id, "sha": _COMMIT_SHA, "siblings": siblings}
+        info = {"id": repo_id, "modelId": repo_id, "sha": self.hub.commit_sha(repo_id), "siblings": siblings}
         info["private"] = self.hub.repos.get(repo_id, {}).get("private", False)
         self._send(200, info)
 
@@ -208,7 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
         content = self.hub.files.get(repo_id, {}).get(filename)
         if content is None:
             return self._not_found()
-        self._send(200, content, {"ETag": f'"{_git_blob_id(content)}"', "X-Repo-Commit": _COMMIT_SHA})
+        headers = {"ETag": f'"{_git_blob_id(content)}"', "X-Repo-Commit": self.hub.commit_sha(repo_id)}
+        self._send(200, content, headers)
 
 
 def start_fake_hub() -> tuple[FakeHub, ThreadingHTTPServer]:
