@@ -139,8 +139,12 @@ class Experiment:
         self.quantization_config = quantization_config(self.config)
 
     def build_model(self) -> None:
+        from transformers import set_seed
+
         from xllm_cli.training.model import load_model, prepare_for_training
 
+        # The Trainer seeds only when it is built; new weights (LoRA matrices, resized embeddings) come before that.
+        set_seed(self.config.seed)
         quantized = self.quantization_config is not None or self.config.from_gptq
         self.model = load_model(self.config, self.quantization_config, self.tokenizer)
         self.model = prepare_for_training(self.model, self.config, quantized)
