@@ -101,3 +101,14 @@ def test_plugin_collator_meets_the_collator_contract(tiny_model):
     assert (
         tokenizer.decode(batch["input_ids"][0, :first_length], skip_special_tokens=True) == "Count from 3 to 5: 3 4 5"
     )
+
+
+def test_plugins_command_shows_one_plugins_settings():
+    result = run_xllm("plugins", "datasets", "counting")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "dataset 'counting': 1 setting(s)",
+        "  --counting-samples           XLLM_COUNTING_SAMPLES            default 200",
+        "      counting dataset: how many train samples to generate.",
+    ]
+    assert run_xllm("plugins", "datasets", "soda").stdout == "dataset 'soda': no settings of its own\n"
