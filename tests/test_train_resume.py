@@ -8,7 +8,7 @@ import signal
 import pytest
 from transformers import TrainerCallback
 
-from tests.test_train import lora_model, logged_losses, run_train, write_training_data  # noqa: F401 (fixture)
+from tests.test_train import logged_losses, lora_model, run_train, write_training_data  # noqa: F401 (fixture)
 from xllm_cli import registry
 from xllm_cli.training.experiment import Experiment
 
