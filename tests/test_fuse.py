@@ -196,6 +196,13 @@ def test_fuse_without_an_adapter_is_a_validation_error(capsys, tiny_model):
     assert code == 2
     assert "--lora-model-local-path" in output and "--lora-hub-model-id" in output
     assert "Traceback" not in output
+    # The Python API says the same.
+    from xllm_cli.config.fields import XllmConfig
+    from xllm_cli.errors import ConfigError
+    from xllm_cli.fuse import fuse
+
+    with pytest.raises(ConfigError, match="--lora-model-local-path or --lora-hub-model-id"):
+        fuse(XllmConfig(model_name_or_path=str(tiny_model)))
 
 
 def test_qlora_adapter_is_merged_into_the_full_precision_base_with_an_explanation(

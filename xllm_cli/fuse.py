@@ -75,7 +75,10 @@ def load_adapter(folder: Path) -> LoraAdapter:
 
     settings_file = folder / "adapter_config.json"
     if not settings_file.is_file():
-        raise ConfigError(f"{folder} is not a LoRA adapter: it has no adapter_config.json", hint="check --lora-*")
+        raise ConfigError(
+            f"{folder} is not a LoRA adapter: it has no adapter_config.json",
+            hint="check --lora-model-local-path / --lora-hub-model-id",
+        )
     settings = json.loads(settings_file.read_text())
     if (folder / "adapter_model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -204,12 +207,14 @@ def _adapter_tokenizer_size(adapter_dir: Path) -> int | None:
 
 def quantized_training(adapter_dir: Path) -> str | None:
     """'4-bit' or '8-bit' when the config saved with the adapter says the base was loaded quantized (QLoRA)."""
+    import yaml
+
     for file in sorted(adapter_dir.glob("*")):
         if file.suffix not in (".json", ".yaml", ".yml") or file.stat().st_size > 1_000_000:
             continue
         try:
             text = file.read_text()
-            data = json.loads(text) if file.suffix == ".json" else __import__("yaml").safe_load(text)
+            data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
         except Exception:  # not a settings file: nothing to learn from it
             continue
         if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
@@ -267,8 +272,12 @@ def resolve_base(config: Any) -> Path:
 
 def fuse(config: Any) -> Path:
     """Merge the adapter into ``model_name_or_path``; write ``fused_model_local_path``; push when asked."""
-    if not (config.lora_hub_model_id or config.lora_model_local_path):
-        raise ConfigError("fuse needs an adapter: give --lora-model-local-path or --lora-hub-model-id")
+    from xllm_cli.config.validation import check_for_command
+
+    try:  # the CLI checked this already; a Python caller gets the same message
+        check_for_command(config, "fuse")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     dtype = merge_dtype(config)
     dtype_name = str(dtype).removeprefix("torch.")
     if config.load_in_4bit or config.load_in_8bit:
