@@ -76,7 +76,7 @@ class TmuxShell:
         command, shell_env = startup_files(shell, home, script, bin_dir)
         self.env = {**os.environ, **shell_env, **(env or {})}  # a fresh tmux server passes this on to the shell
         self._tmux("new-session", "-d", "-s", "t", "-x", "200", "-y", "50", "-c", str(cwd), *command)
-        self.wait_for(lambda screen: "$" in screen, what="the prompt")
+        self.wait_for_prompt()
 
     def _tmux(self, *args: str) -> str:
         done = subprocess.run(
@@ -89,15 +89,48 @@ class TmuxShell:
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "t")
 
+    def cursor_line(self) -> str:
+        row = int(self._tmux("display-message", "-p", "-t", "t", "#{cursor_y}").strip())
+        lines = self.screen().splitlines()
+        return lines[row] if row < len(lines) else ""
+
+    def wait_for_prompt(self, timeout: float = 20.0) -> None:
+        """Wait until the cursor sits on an empty prompt: keys typed earlier could land in a line being discarded."""
+        deadline = time.monotonic() + timeout
+        while self.cursor_line().strip() != "$":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no fresh prompt; the screen was:\n{self.screen()}")
+            time.sleep(0.05)
+
+    def cancel_line(self) -> None:
+        """Ctrl-C the current command line (once no completion runs any more) and wait for the new prompt."""
+        self.wait_idle()
+        self.type("C-c")
+        self.wait_for_prompt()
+
     def type(self, *keys: str) -> None:
-        """Send literal text or key names (``Tab``, ``C-c``) as tmux send-keys understands them."""
+        """Send literal text or key names (``Tab``, ``C-c``); after each TAB wait until the completion has run, as a
+        person waits to see what TAB did before pressing it again."""
         for key in keys:
             if key in ("Tab", "C-c", "Enter"):
                 self._tmux("send-keys", "-t", "t", key)
             else:
                 self._tmux("send-keys", "-t", "t", "-l", key)
+            if key == "Tab":
+                self.wait_idle()
 
-    def wait_for(self, check, what: str, timeout: float = 10.0) -> str:
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        """Wait until the shell has no child process left (the completion's ``xllm`` runs as one)."""
+        pid = self._tmux("display-message", "-p", "-t", "t", "#{pane_pid}").strip()
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        deadline = time.monotonic() + timeout
+        time.sleep(0.1)  # let the shell read the key and start the completion
+        while children.exists() and children.read_text().strip():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the completion did not finish; the screen was:\n{self.screen()}")
+            time.sleep(0.05)
+
+    def wait_for(self, check, what: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:

@@ -194,16 +194,16 @@ def test_tab_completes_in_a_real_shell(shells_installed, shell, tmp_path):
     try:
         session.type("xllm tr", "Tab")
         session.wait_for(lambda screen: "$ xllm train" in screen, "`xllm tr` + TAB to become `xllm train`")
-        session.type("C-c")
+        session.cancel_line()
 
         session.type("xllm train --dataset-key ", "Tab", "Tab")
         keys = ("chat", "demo", "general", "soda", "fake_squad")  # built-ins and the fake installed plugin
         screen = session.wait_for(lambda s: all(key in s for key in keys), "the dataset keys to be listed")
         assert "--dataset-key" in screen
-        session.type("C-c")
+        session.cancel_line()
 
         session.type("xllm train --output-dir ou", "Tab")
         session.wait_for(lambda s: "--output-dir outputs/" in s, "the folder name to complete")
-        session.type("C-c")
+        session.cancel_line()
     finally:
         session.close()
