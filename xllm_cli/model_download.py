@@ -103,11 +103,6 @@ def _describe_hub_error(error: Exception, repo_id: str) -> XllmError:
             f"model '{repo_id}' is not in the Hugging Face cache and the Hub cannot be reached (offline)",
             hint="unset HF_HUB_OFFLINE or check the network, or point --model-name-or-path at a local folder",
         )
-    if getattr(getattr(error, "response", None), "status_code", None) in (401, 404):
-        return XllmError(
-            f"model '{repo_id}' was not found on the Hugging Face Hub ({error.response.status_code})",
-            hint="check --model-name-or-path; private repositories need --huggingface-hub-token",
-        )
     first_line = (str(error).strip().splitlines() or [""])[0]
     return XllmError(f"downloading '{repo_id}' failed: {type(error).__name__}: {first_line}")
 
