@@ -160,6 +160,28 @@ def test_progress_is_a_rich_bar_on_a_terminal_and_plain_under_quiet():
     assert "tokenize: started (20 samples)" in output and "━" not in output
 
 
+NESTED_SCRIPT = """
+from xllm_cli import console
+from xllm_cli.progress import progress
+with progress("train", total=2, unit="steps") as advance:
+    for _ in range(2):
+        with progress("tokenize [batch]", total=3) as inner:  # markup-like text is shown as is
+            for _ in range(3):
+                inner()
+        console.info("between steps")
+        advance(loss=0.5)
+print("finished")
+"""
+
+
+def test_nested_progress_shares_one_live_display_on_a_terminal():
+    # rich allows a single live display; a second Progress would raise LiveError only on a terminal
+    code, output = in_terminal([sys.executable, "-c", NESTED_SCRIPT])
+    assert code == 0, output
+    assert "tokenize [batch]" in output and "between steps" in output and "finished" in output
+    assert "2/2" in output and "loss=0.5" in output
+
+
 def test_progress_is_silent_on_other_ranks():
     done = subprocess.run(
         [sys.executable, "-c", PROGRESS_SCRIPT], capture_output=True, text=True, env={**os.environ, "RANK": "1"}

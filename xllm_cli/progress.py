@@ -76,8 +76,10 @@ def _ignore(n: float = 1, **fields: Any) -> None:
     return None
 
 
-@contextmanager
-def _rich_progress(description: str, total: float | None, unit: str) -> Iterator[Advance]:
+_live: dict[str, Any] = {"bar": None}  # the one rich Progress on screen; nested progress() calls add rows to it
+
+
+def _new_bar() -> Any:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -88,26 +90,43 @@ def _rich_progress(description: str, total: float | None, unit: str) -> Iterator
         TimeRemainingColumn,
     )
 
-    columns = [
+    return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn(unit),
+        TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[extra]}"),
-    ]
-    with Progress(*columns, console=console.console(), transient=False) as bar:
-        task = bar.add_task(description, total=total, extra="")
+        console=console.console(),
+    )
 
-        def advance(n: float = 1, **fields: Any) -> None:
-            if fields:
-                bar.update(task, advance=n, extra=_format_fields(fields))
-            else:
-                bar.update(task, advance=n)
 
+@contextmanager
+def _rich_progress(description: str, total: float | None, unit: str) -> Iterator[Advance]:
+    from rich.markup import escape
+
+    outermost = _live["bar"] is None
+    if outermost:  # rich allows one live display at a time: an inner step (e.g. tokenize in train) adds a row
+        _live["bar"] = _new_bar()
+        _live["bar"].start()
+    bar = _live["bar"]
+    task = bar.add_task(escape(description), total=total, unit=unit, extra="")
+    shown: dict[str, Any] = {}
+
+    def advance(n: float = 1, **fields: Any) -> None:
+        shown.update(fields)
+        bar.update(task, advance=n, extra=_format_fields(shown))
+
+    try:
         yield advance
+    finally:
+        if outermost:
+            bar.stop()
+            _live["bar"] = None
+        else:
+            bar.remove_task(task)  # a finished inner step leaves the screen to its parent
 
 
 @contextmanager
