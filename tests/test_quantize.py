@@ -63,12 +63,12 @@ def assert_quality_report(folder: Path, output: str) -> None:
 
 
 @pytest.mark.slow
-def test_quantize_the_prepared_train_data_through_the_cli_then_load_with_plain_transformers(tiny_model, tmp_path):
-    prepared = run_xllm("download", "--model-name-or-path", str(tiny_model), "--dataset-key", "demo", cwd=tmp_path)
-    assert prepared.returncode == 0, prepared.stderr
+def test_quantize_the_train_data_through_the_cli_then_load_with_plain_transformers(tiny_model, tmp_path):
     args = ["quantize", "--model-name-or-path", str(tiny_model), "--dataset-key", "demo", *SMALL_GPTQ]
     result = run_xllm(*args, "--quantized-model-path", "gptq", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    # No prepared data yet: quantize prepared it (--prepare-dataset is on by default), then calibrated on it.
+    assert "preparing dataset 'demo'" in result.stderr and (tmp_path / "train.jsonl").is_file()
     assert "quantize: 2/2 layers" in result.stderr  # progress per decoder layer
     assert "GPT-QModel" not in result.stdout + result.stderr  # the backend's banners stay in its log
     folder = tmp_path / "gptq"
@@ -153,3 +153,12 @@ def test_missing_calibration_file_names_the_flag(capsys, tiny_model):
     )  # fmt: skip
     assert code == 2
     assert "--quantization-dataset-id" in output and "nowhere.jsonl" in output
+
+
+def test_missing_train_data_without_prepare_says_what_to_run(capsys, tiny_model):
+    code, output = xllm(
+        capsys, "quantize", "--model-name-or-path", str(tiny_model), "--gptq-group-size", "32",
+        "--dataset-key", "demo", "--no-prepare-dataset",
+    )  # fmt: skip
+    assert code == 1
+    assert "prepared data not found: train.jsonl" in output and "xllm download" in output
