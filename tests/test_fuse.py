@@ -142,7 +142,7 @@ def test_fused_logits_equal_peft_with_rslora_on_a_subset_through_the_installed_c
     assert result.returncode == 0, result.stderr
     adapter_settings = json.loads((adapters["subset"] / "adapter_config.json").read_text())
     assert adapter_settings["use_rslora"] and sorted(adapter_settings["target_modules"]) == sorted(SUBSET)
-    assert "scale 4" in result.stderr  # rsLoRA: alpha / sqrt(r) = 8 / 2, not alpha / r = 2
+    assert "W + 4 * B @ A" in result.stderr  # rsLoRA: alpha / sqrt(r) = 8 / 2, not alpha / r = 2
     assert_same_logits(tmp_path / "fused", tiny_model, adapters["subset"])
 
 

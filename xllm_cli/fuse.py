@@ -293,9 +293,10 @@ def fuse(config: Any) -> Path:
     output = Path(config.fused_model_local_path or DEFAULT_OUTPUT).expanduser()
     if not config.fused_model_local_path:
         console.info(f"--fused-model-local-path unset: writing to {output}")
-    console.info(f"fusing {adapter_dir} into {base_dir} ({dtype_name}, scale {adapter.scaling:g})")
+    console.info(f"fusing {adapter_dir} into {base_dir} ({dtype_name})")
     with staged_folder(output) as staging:
         if reason is None:
+            console.info(f"streaming merge: W + {adapter.scaling:g} * B @ A for {len(adapter.pairs)} weights")
             check_shapes(adapter, base_dir, base_tensors)
             del base_tensors
             stream_merge(adapter, base_dir, files, staging, dtype, writer_args)
