@@ -64,6 +64,13 @@ def test_usage_error_exit_2_with_a_hint():
     assert "hint: see 'xllm train --help'" in done.stderr
 
 
+def test_bare_xllm_shows_help_without_an_empty_error_line():
+    done = run_xllm()
+    assert done.returncode == 2
+    assert "download" in done.stdout and "quantize" in done.stdout
+    assert "error:" not in done.stderr
+
+
 def test_error_line_is_red_on_a_terminal():
     code, output = in_terminal([XLLM, "train", "--load-in-4bit", "--load-in-8bit"])
     assert code == 2

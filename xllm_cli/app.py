@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     from typer import Abort, Exit
 
     try:  # Typer >= 0.29 vendors its own copy of click
-        from typer._click.exceptions import UsageError
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
     except ImportError:  # pragma: no cover - older Typer on plain click
-        from click.exceptions import UsageError
+        from click.exceptions import NoArgsIsHelpError, UsageError
 
     from xllm_cli import console
     from xllm_cli.config.argv import normalize_argv
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     except Abort:
         console.error("aborted")
         code = 130
+    except NoArgsIsHelpError:  # bare `xllm`: the help it printed is the answer, no empty error line after it
+        code = 2
     except UsageError as usage:
         step = usage.ctx.command_path if usage.ctx is not None else "xllm"
         console.error(usage.format_message(), hint=f"see '{step} --help'")
