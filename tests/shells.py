@@ -26,7 +26,8 @@ def missing_packages() -> list[str]:
 
 
 def ensure_shell_packages() -> str | None:
-    """Install missing shells and tmux with apt-get; returns why that was impossible, or None when all are there."""
+    """Install missing shells and tmux with apt-get. Returns why apt-get cannot be used (the caller skips), None
+    when everything is there; raises when an installation was possible but failed (that must not pass silently)."""
     missing = missing_packages()
     if not missing:
         return None
@@ -35,16 +36,18 @@ def ensure_shell_packages() -> str | None:
     prefix: list[str] = []
     if os.geteuid() != 0:
         if shutil.which("sudo") is None or subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode:
-            return f"not root and no password-less sudo to install {', '.join(missing)}"
+            return f"apt-get needs root (no password-less sudo) to install {', '.join(missing)}"
         prefix = ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
         done = subprocess.run(prefix + command, capture_output=True, text=True, env=env, timeout=900)
         if done.returncode:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            return f"{' '.join(command[:2])} failed: {tail[0] if tail else done.returncode}"
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"{' '.join(command[:2])} failed ({done.returncode}): {' / '.join(tail)}")
     still = missing_packages()
-    return f"still missing after apt-get install: {', '.join(still)}" if still else None
+    if still:
+        raise RuntimeError(f"still missing after apt-get install: {', '.join(still)}")
+    return None
 
 
 def startup_files(shell: str, home: Path, script: Path, bin_dir: Path) -> tuple[list[str], dict[str, str]]:
