@@ -85,6 +85,10 @@ def init_distributed(config: Any) -> None:
         return
     import torch.distributed as dist
 
+    if has_cuda and config.fsdp_strategy.strip():
+        # FSDP moves CPU tensors between processes (offload, full-state-dict saving): gloo for those, as accelerate
+        # would choose had it created the group.
+        backend = "cuda:nccl,cpu:gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
 
