@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xllm_cli import console
+
+if TYPE_CHECKING:
+    from xllm_cli.data.prepare import PreparedData
 
 
 @dataclass
@@ -18,7 +21,7 @@ class DownloadResult:
     """What ``download`` produced: the prepared data (None when ``prepare_dataset`` is off) and the model snapshot
     in the Hugging Face cache (None for a local model folder)."""
 
-    data: Any = None
+    data: PreparedData | None = None
     model_path: Path | None = None
 
 

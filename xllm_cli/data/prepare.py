@@ -160,7 +160,7 @@ def prepare_dataset(config: Any, dataset_cls: Any = None) -> PreparedData:
         writers.append(train_writer)
         eval_writer = None
         with progress(f"preparing {config.dataset_key}", unit="samples") as advance:
-            _write_all(train, "train", dataset, [(train_writer, None)], advance)
+            _write_all(train or (), "train", dataset, [(train_writer, None)], advance)
             if eval_samples is not None and eval_path is not None:
                 eval_writer = AtomicJsonl(eval_path)
                 writers.append(eval_writer)
