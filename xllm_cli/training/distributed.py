@@ -129,6 +129,12 @@ def deepspeed_config(config: Any) -> dict[str, Any] | str:
         read_deepspeed_file(path, "--deepspeed-config-path")
         return str(path)
     offload = bool(getattr(config, "deepspeed_offload", False))
+    if offload:
+        # ZeRO-Offload steps the optimizer on the CPU, which needs DeepSpeed's CPU Adam (the *_offload.json files
+        # name it): say that --optim is not what runs.
+        console.info(
+            f"--deepspeed-offload: optimizer states in CPU memory, DeepSpeed's CPU AdamW replaces --optim {config.optim}"
+        )
     return predefined_deepspeed_config(config.deepspeed_stage, offload=offload)
 
 
