@@ -41,7 +41,8 @@ demo: install
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(XLLM) tiny $(DEMO)/tiny-model
 	$(XLLM) download $(DEMO_FLAGS)
-	@echo "demo artifacts: model $(DEMO)/tiny-model, data $(DEMO)/train.jsonl"
+	$(XLLM) train $(DEMO_FLAGS) --apply-lora --max-steps 30 --learning-rate 1e-2 --warmup-steps 0 --logging-steps 5 --per-device-train-batch-size 4 --output-dir $(DEMO)/adapter
+	@echo "demo artifacts: model $(DEMO)/tiny-model, data $(DEMO)/train.jsonl, LoRA adapter $(DEMO)/adapter"
 
 lint: install
 	$(VENV)/bin/ruff check xllm_cli tests bench plugins
