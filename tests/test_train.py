@@ -124,7 +124,11 @@ def test_lora_with_completion_collator_packing_checkpointing_and_eval(lora_model
 
 @pytest.mark.parametrize(
     "flags",
-    [("--load-in-4bit",), ("--load-in-8bit",), ("--load-in-4bit", "--bnb-quantize-after-model-init")],
+    [
+        ("--load-in-4bit", "--use-gradient-checkpointing"),
+        ("--load-in-8bit",),
+        ("--load-in-4bit", "--bnb-quantize-after-model-init"),
+    ],
     ids=["4bit", "8bit", "4bit-after-init"],
 )
 def test_qlora_trains_with_falling_loss(lora_model, tmp_path, capsys, flags):
@@ -168,13 +172,29 @@ def test_missing_prepared_data_tells_to_run_download(tiny_model, tmp_path, capsy
 
 
 def test_unknown_lora_target_lists_the_model_linear_layers(tiny_model, tmp_path, capsys):
-    code = run_train(tiny_model, tmp_path / "out", "--apply-lora", "--raw-lora-target-modules", "q_proj,qv_proj")
+    code = run_train(tiny_model, tmp_path / "out", "--apply-lora", "--raw-lora-target-modules", "q_proj,q_prj")
     err = capsys.readouterr().err
     assert code == 2
-    assert "no module named 'qv_proj'" in err and "did you mean 'q_proj'" in err and "v_proj" in err
+    assert "no module named 'q_prj'" in err and "did you mean 'q_proj'" in err and "v_proj" in err
 
 
 def test_flash_attention_without_cuda_is_a_clear_error(tiny_model, tmp_path, capsys):
     code = run_train(tiny_model, tmp_path / "out", "--use-flash-attention-2")
     err = capsys.readouterr().err
     assert code == 2 and "--use-flash-attention-2 needs a CUDA GPU" in err
+
+
+def test_stabilize_keeps_norms_in_fp32_and_casts_both_lora_matrices_embeddings_and_head(lora_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from xllm_cli.config.fields import XllmConfig
+    from xllm_cli.training.lora import apply_lora, stabilize
+
+    config = XllmConfig(model_name_or_path=str(lora_model), apply_lora=True)
+    model = stabilize(apply_lora(AutoModelForCausalLM.from_pretrained(lora_model), config), torch.bfloat16)
+    dtypes = {name: param.dtype for name, param in model.named_parameters()}
+    assert all(dtypes[n] == torch.float32 for n in dtypes if "norm" in n)
+    assert any("lora_B" in n for n in dtypes)
+    assert all(dtypes[n] == torch.bfloat16 for n in dtypes if "lora_A" in n or "lora_B" in n)
+    assert all(dtypes[n] == torch.bfloat16 for n in dtypes if "embed_tokens" in n or "lm_head" in n)

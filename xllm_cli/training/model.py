@@ -128,7 +128,10 @@ def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
         model = quantize_loaded_model(model, quantization)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
+    # Aligned here so transformers does not warn that the tokenizer and the model disagree.
     model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
