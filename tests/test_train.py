@@ -198,3 +198,23 @@ def test_stabilize_keeps_norms_in_fp32_and_casts_both_lora_matrices_embeddings_a
     assert any("lora_B" in n for n in dtypes)
     assert all(dtypes[n] == torch.bfloat16 for n in dtypes if "lora_A" in n or "lora_B" in n)
     assert all(dtypes[n] == torch.bfloat16 for n in dtypes if "embed_tokens" in n or "lm_head" in n)
+
+
+def test_fuse_after_training_writes_a_merged_model_that_loads_without_peft(lora_model, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    fused = tmp_path / "fused"
+    code = run_train(
+        lora_model, tmp_path / "adapter", "--apply-lora", "--max-steps", "3", "--learning-rate", "1e-2",
+        "--fuse-after-training", "--fused-model-local-path", str(fused),
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    model = AutoModelForCausalLM.from_pretrained(fused)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    base = AutoModelForCausalLM.from_pretrained(lora_model)
+    changed = [
+        name
+        for (name, weight), (_, base_weight) in zip(model.named_parameters(), base.named_parameters(), strict=True)
+        if not weight.data.equal(base_weight.data)
+    ]
+    assert any("q_proj" in name for name in changed)  # the trained adapter is in the weights

@@ -36,9 +36,12 @@ STEPS = (
 
 
 class TrainingInterrupted(XllmError):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint (exit 130, like an interrupted command)."""
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exits 128 + the signal number, as a shell
+    reports a command killed by it (130 for Ctrl-C, 143 for SIGTERM)."""
 
-    exit_code = 130
+    def __init__(self, message: str, signal_number: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.exit_code = 128 + signal_number
 
 
 class Experiment:
@@ -203,11 +206,12 @@ class Experiment:
             result = self.trainer.train(resume_from_checkpoint=resume)
         finally:
             self.interrupt.restore()
-        if self.interrupt.signal_name is not None:
+        if self.interrupt.received is not None:
             checkpoint = last_checkpoint(Path(self.config.output_dir))
             raise TrainingInterrupted(
                 f"training stopped by {self.interrupt.signal_name} at step {self.trainer.state.global_step}; "
                 f"checkpoint saved: {checkpoint}",
+                signal_number=self.interrupt.received,
                 hint="continue with the same command plus --resume-from-checkpoint last",
             )
         return finish_run(self, result)

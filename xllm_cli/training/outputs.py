@@ -36,7 +36,7 @@ def finish_run(experiment: Any, result: Any) -> Path:
 
         wandb.finish()
     print_summary(experiment, result, output_dir)
-    if config.fuse_after_training:
+    if config.fuse_after_training and is_main_process():
         fuse_trained_adapter(config, output_dir)
     return output_dir
 
@@ -118,4 +118,7 @@ def print_summary(experiment: Any, result: Any, output_dir: Path) -> None:
 def fuse_trained_adapter(config: Any, adapter_dir: Path) -> Path:
     from xllm_cli.fuse import fuse
 
-    return fuse(config.model_copy(update={"lora_model_local_path": str(adapter_dir), "lora_hub_model_id": None}))
+    # push_to_hub already sent the adapter to hub_model_id; the fused model stays local rather than replace it there
+    # (push it with `xllm fuse --push-to-hub --hub-model-id <another repo>`).
+    update = {"lora_model_local_path": str(adapter_dir), "lora_hub_model_id": None, "push_to_hub": False}
+    return fuse(config.model_copy(update=update))
