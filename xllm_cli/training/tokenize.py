@@ -12,11 +12,12 @@ planned from the cached lengths in one pass (``collators.packing.plan_rows``) an
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,11 @@ def _to_training_sample(dataset: Any, sample: dict[str, Any], where: str) -> dic
 def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any) -> EncodedSamples:
     """The encoded samples of ``source``, from the cache when a file's encodings are already there."""
     if source.path is None:
-        return _load(_encode_into(None, source, dataset, collator), source.name)
+        # Samples handed over in Python: no file to key a cache on, so a private folder removed at exit.
+        folder = Path(tempfile.mkdtemp(prefix="xllm-encoded-")) / source.name
+        atexit.register(shutil.rmtree, folder.parent, True)
+        _write_encodings(folder, source, dataset, collator)
+        return _load(folder, source.name)
     from xllm_cli.training.distributed import main_process_first
 
     source.check_exists()
@@ -122,7 +127,7 @@ def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any
     with main_process_first(local=True, description="tokenization"):
         if not (folder / "meta.json").is_file():
             console.info(f"tokenizing {source.path} (cached in {folder})")
-            _encode_into(folder, source, dataset, collator)
+            _write_encodings(folder, source, dataset, collator)
         else:
             console.info(f"reusing tokenized {source.name} data from {folder}")
     return _load(folder, source.name)
@@ -177,68 +182,41 @@ def _chunks(samples: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[
         yield chunk
 
 
-def _encode_into(folder: Path | None, source: SampleSource, dataset: Any, collator: Any) -> Path | dict[str, Any]:
-    """Encode in chunks, streaming to files (a folder written under a temporary name, then renamed) or to memory."""
+def _write_encodings(folder: Path, source: SampleSource, dataset: Any, collator: Any) -> None:
+    """Encode in chunks, streaming token ids and labels to flat files in ``folder`` (written under a temporary name
+    and renamed when complete, so an interrupted run never leaves a half cache that looks whole)."""
     import numpy as np
 
-    temporary = folder.with_name(f"{folder.name}.tmp-{os.getpid()}") if folder else None
-    if temporary:
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-    ids_parts: list[Any] = []
-    label_parts: list[Any] = []
+    temporary = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
     lengths: list[int] = []
     cut_away = 0
-    with contextlib.ExitStack() as stack:
-        ids_file, labels_file = (
-            [stack.enter_context((temporary / name).open("wb")) for name in ("input_ids.i32", "labels.i32")]
-            if temporary
-            else (None, None)
-        )
+    with (temporary / "input_ids.i32").open("wb") as ids_file, (temporary / "labels.i32").open("wb") as labels_file:
         for chunk in _chunks(source.training_samples(dataset), CHUNK):
             for encoded in collator.encode_batch(chunk):
                 if encoded is None:
                     cut_away += 1
                     continue
-                ids = np.asarray(encoded["input_ids"], dtype=np.int32)
-                labels = np.asarray(encoded["labels"], dtype=np.int32)
-                lengths.append(len(ids))
-                if ids_file is not None:
-                    ids.tofile(ids_file)
-                    labels.tofile(labels_file)
-                else:
-                    ids_parts.append(ids)
-                    label_parts.append(labels)
+                np.asarray(encoded["input_ids"], dtype=np.int32).tofile(ids_file)
+                np.asarray(encoded["labels"], dtype=np.int32).tofile(labels_file)
+                lengths.append(len(encoded["input_ids"]))
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-    meta = {"samples": len(lengths), "cut_away": cut_away, "tokens": int(offsets[-1])}
-    if temporary is None:
-        empty = np.zeros(0, dtype=np.int32)
-        return {
-            "encoded": EncodedSamples(
-                np.concatenate(ids_parts) if ids_parts else empty,
-                np.concatenate(label_parts) if label_parts else empty,
-                offsets,
-            ),
-            **meta,
-        }
     np.save(temporary / "offsets.npy", offsets)
+    meta = {"samples": len(lengths), "cut_away": cut_away, "tokens": int(offsets[-1])}
     (temporary / "meta.json").write_text(json.dumps(meta))
     try:
         temporary.rename(folder)
     except OSError:  # another process finished the same cache first: theirs is identical
         shutil.rmtree(temporary, ignore_errors=True)
-    return folder
 
 
-def _load(where: Path | dict[str, Any], name: str) -> EncodedSamples:
+def _load(folder: Path, name: str) -> EncodedSamples:
     import numpy as np
 
-    if isinstance(where, dict):
-        meta, encoded = where, where["encoded"]
-    else:
-        meta = json.loads((where / "meta.json").read_text())
-        offsets = np.load(where / "offsets.npy")
-        encoded = EncodedSamples(*(_map(where / file) for file in ("input_ids.i32", "labels.i32")), offsets)
+    meta = json.loads((folder / "meta.json").read_text())
+    offsets = np.load(folder / "offsets.npy")
+    encoded = EncodedSamples(*(_map(folder / file) for file in ("input_ids.i32", "labels.i32")), offsets)
     if meta["cut_away"]:
         console.warn(
             f"{name} data: {meta['cut_away']} sample(s) had every target token cut away by --max-length and are "
