@@ -42,7 +42,10 @@ demo: install
 	$(XLLM) tiny $(DEMO)/tiny-model
 	$(XLLM) download $(DEMO_FLAGS)
 	$(XLLM) train $(DEMO_FLAGS) --apply-lora --max-steps 30 --learning-rate 1e-2 --warmup-steps 0 --logging-steps 5 --per-device-train-batch-size 4 --output-dir $(DEMO)/adapter
-	@echo "demo artifacts: model $(DEMO)/tiny-model, data $(DEMO)/train.jsonl, LoRA adapter $(DEMO)/adapter"
+	$(XLLM) fuse --model-name-or-path $(DEMO)/tiny-model --lora-model-local-path $(DEMO)/adapter --fused-model-local-path $(DEMO)/fused
+# Groups of 32: the tiny model's layers are 64 and 128 wide (the default 128 must divide every layer width).
+	$(XLLM) quantize --model-name-or-path $(DEMO)/fused --dataset-key demo --train-local-path-to-data $(DEMO)/train.jsonl --gptq-group-size 32 --max-length 128 --quantized-model-path $(DEMO)/quantized
+	@echo "demo artifacts: model $(DEMO)/tiny-model, data $(DEMO)/train.jsonl, LoRA adapter $(DEMO)/adapter, fused model $(DEMO)/fused, GPTQ model $(DEMO)/quantized (perplexity in $(DEMO)/quantized/quality.json)"
 
 lint: install
 	$(VENV)/bin/ruff check xllm_cli tests bench plugins
