@@ -118,6 +118,30 @@ def test_fsdp_strategy_maps_to_fsdp2_and_says_it_is_ddp_on_cpu(capsys):
     assert (warning in capsys.readouterr().err) != torch.cuda.is_available()
 
 
+FSDP_SCRIPT = """
+import json
+from transformers import TrainingArguments
+from xllm_cli.config.fields import XllmConfig
+from xllm_cli.training.distributed import distributed_arguments
+
+extra = distributed_arguments(XllmConfig(fsdp_strategy="full_shard auto_wrap", fsdp_offload=True))
+arguments = TrainingArguments(output_dir="out", use_cpu=True, report_to=[], **extra)
+print(json.dumps(arguments.fsdp_plugin_args))
+"""
+
+
+@pytest.mark.slow
+def test_the_trainer_accepts_the_fsdp_mapping(tmp_path):
+    """What transformers makes of it: the FSDP plugin settings accelerate receives on a GPU machine."""
+    result = subprocess.run(
+        [sys.executable, "-c", FSDP_SCRIPT], capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    plugin = json.loads(result.stdout.strip().splitlines()[-1])
+    assert plugin["fsdp_version"] == 2 and plugin["reshard_after_forward"] is True and plugin["cpu_offload"] is True
+    assert plugin["state_dict_type"] == "FULL_STATE_DICT"  # the final save is a normal checkpoint
+
+
 def test_fsdp1_only_strategies_say_so(capsys):
     arguments = distributed_arguments(XllmConfig(fsdp_strategy="hybrid_shard", fsdp_offload=False))
     assert arguments["fsdp_config"] == {"version": 1, "reshard_after_forward": "hybrid_shard"}
