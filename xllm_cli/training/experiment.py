@@ -62,7 +62,10 @@ class Experiment:
         self.quantization_config: Any = None
         self.model: Any = None
         self.trainer: Any = None
+        # Extra transformers TrainerCallbacks; a before_trainer hook may append its own.
         self.callbacks: list[Any] = []
+        self.progress: Any = None
+        self.interrupt: Any = None
 
     # --- the fixed order ---------------------------------------------------------------------------------------------
     def build(self) -> Experiment:
@@ -173,6 +176,9 @@ class Experiment:
             self.model = stabilize(self.model, half)
 
     def build_trainer(self) -> None:
+        from transformers.trainer_callback import PrinterCallback
+        from transformers.trainer_callback import ProgressCallback as TqdmProgress
+
         from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
 
         trainer_cls = registry.load("trainers", self.config.trainer_key)
@@ -187,9 +193,6 @@ class Experiment:
             processing_class=self.tokenizer,
             callbacks=[self.progress, self.interrupt, *self.callbacks],
         )
-        from transformers.trainer_callback import PrinterCallback
-        from transformers.trainer_callback import ProgressCallback as TqdmProgress
-
         # Our progress replaces the tqdm bar and the dict printer.
         for callback in (PrinterCallback, TqdmProgress):
             self.trainer.remove_callback(callback)
