@@ -100,10 +100,16 @@ def quantization_config(config: Any) -> Any:
 
 def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
     """The model, quantized while loading or (``bnb_quantize_after_model_init``) right after."""
+    import torch
     from transformers import AutoModelForCausalLM
 
+    dtype = compute_dtype(config)
+    if dtype == torch.float16 and not config.apply_lora:
+        # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
+        # anyway, so only full fine-tuning needs this.
+        dtype = torch.float32
     kwargs: dict[str, Any] = {
-        "dtype": compute_dtype(config),
+        "dtype": dtype,
         "attn_implementation": attention_implementation(config),
         "trust_remote_code": config.trust_remote_code,
         "token": config.secret("huggingface_hub_token"),
