@@ -218,3 +218,15 @@ def test_fuse_after_training_writes_a_merged_model_that_loads_without_peft(lora_
         if not weight.data.equal(base_weight.data)
     ]
     assert any("q_proj" in name for name in changed)  # the trained adapter is in the weights
+
+
+def test_plugin_collator_without_encode_batch_trains_on_the_fly(lora_model, tmp_path, capsys):
+    pytest.importorskip("xllm_example_plugin")  # installed by `make install` from plugins/
+    output = tmp_path / "plugin"
+    code = run_train(
+        lora_model, output, "--collator-key", "example-lm", "--apply-lora", "--learning-rate", "1e-2",
+        "--max-steps", "16",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert_loss_falls(output, 0.5)
+    assert not (tmp_path / ".xllm-cache").exists()  # nothing to cache: the plugin tokenizes per batch
