@@ -333,6 +333,7 @@ def state_dict_from_file(path: Path) -> dict:
 def test_deepspeed_lora_trains_and_saves_a_loadable_adapter(run, request, tiny_model):
     out, output = request.getfixturevalue(run)
     assert_trained_and_saved_once(out, output, "adapter_model.safetensors")
+    assert f"distributed: 2 process(es), DeepSpeed ZeRO-{run[4]}, gloo communication" in output
     state = deepspeed_state(out)
     assert state["ds_config"]["zero_optimization"]["stage"] == int(run[4]) and state["dp_world_size"] == 2
 
@@ -351,6 +352,7 @@ def test_deepspeed_lora_trains_and_saves_a_loadable_adapter(run, request, tiny_m
 def test_zero3_full_fine_tuning_saves_the_whole_model(zero3_full, ddp_full, tiny_model):
     out, output = zero3_full
     assert_trained_and_saved_once(out, output, "model.safetensors")
+    assert "distributed: 2 process(es), DeepSpeed ZeRO-3, gloo communication" in output
     state = deepspeed_state(out)
     assert state["ds_config"]["zero_optimization"]["stage"] == 3 and state["dp_world_size"] == 2
 
@@ -375,6 +377,7 @@ def test_zero3_full_fine_tuning_saves_the_whole_model(zero3_full, ddp_full, tiny
 def test_torchrun_ddp_trains_and_saves_once(ddp_full):
     out, output = ddp_full
     assert_trained_and_saved_once(out, output, "model.safetensors")
+    assert "distributed: 2 process(es), DDP (every process holds the whole model), gloo communication" in output
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out) is not None
@@ -386,5 +389,6 @@ def test_deepspeed_stage1_runs_without_a_launcher(prepared, tiny_model):
     """The original stage 1 file never ran (a scheduler without total steps); ours does, even as one process."""
     out, output = launch(prepared, tiny_model, [sys.executable], "zero1-single", "--deepspeed-stage", "1")
     assert_trained_and_saved_once(out, output, "model.safetensors")
+    assert "distributed: 1 process(es), DeepSpeed ZeRO-1" in output
     state = deepspeed_state(out)
     assert state["ds_config"]["zero_optimization"]["stage"] == 1 and state["dp_world_size"] == 1

@@ -82,15 +82,29 @@ def init_distributed(config: Any) -> None:
         # Without a launcher (one process, `xllm train --deepspeed-stage 2`), DeepSpeed needs a rendezvous of one.
         _single_process_rendezvous()
         deepspeed.init_distributed(dist_backend=backend)
-        return
-    import torch.distributed as dist
+    else:
+        import torch.distributed as dist
 
-    if has_cuda and config.fsdp_strategy.strip():
-        # FSDP moves CPU tensors between processes (offload, full-state-dict saving): gloo for those, as accelerate
-        # would choose had it created the group.
-        backend = "cuda:nccl,cpu:gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        if has_cuda and config.fsdp_strategy.strip():
+            # FSDP moves CPU tensors between processes (offload, full-state-dict saving): gloo for those, as
+            # accelerate would choose had it created the group.
+            backend = "cuda:nccl,cpu:gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+    # One line that says which engine really runs, so a forgotten --deepspeed-stage under the deepspeed launcher
+    # (plain DDP) is visible.
+    console.info(f"distributed: {world_size()} process(es), {engine_name(config)}, {backend} communication")
+
+
+def engine_name(config: Any) -> str:
+    if config.deepspeed_config_path:
+        return f"DeepSpeed with {config.deepspeed_config_path}"
+    if config.deepspeed_stage > 0:
+        offload = " with CPU offload" if getattr(config, "deepspeed_offload", False) else ""
+        return f"DeepSpeed ZeRO-{config.deepspeed_stage}{offload}"
+    if config.fsdp_strategy.strip():
+        return f"FSDP ({config.fsdp_strategy.strip()})"
+    return "DDP (every process holds the whole model)"
 
 
 def _single_process_rendezvous() -> None:
