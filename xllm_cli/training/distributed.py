@@ -13,6 +13,7 @@ small enough that a plugin may import it for ``is_main_process`` without paying 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console
-from xllm_cli.errors import ConfigError
+from xllm_cli.errors import ConfigError, did_you_mean
 
 # Sharding strategies the Trainer's FSDP accepts. FSDP2 (the default and the future) knows only the first two;
 # the hybrid ones and no_shard exist in FSDP1 only, which transformers still runs but deprecates.
@@ -187,8 +188,6 @@ def fsdp_arguments(config: Any) -> dict[str, Any]:
     words = config.fsdp_strategy.replace(",", " ").split()
     unknown = [word for word in words if word not in FSDP_WORDS]
     if unknown:
-        from xllm_cli.errors import did_you_mean
-
         raise ConfigError(
             f"--fsdp-strategy: unknown word '{unknown[0]}'{did_you_mean(unknown[0], FSDP_WORDS)} "
             f"(accepted: {', '.join(FSDP_WORDS)})"
@@ -213,7 +212,7 @@ def _warn_if_fsdp_becomes_ddp() -> None:
     """accelerate enables FSDP only on accelerators; on CPU processes the Trainer quietly runs DDP instead."""
     import torch
 
-    if torch.cuda.is_available() or getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
+    if torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()):
         return
     console.warn(
         "no GPU here: FSDP needs an accelerator, so the Trainer will run plain DDP (every process holds the whole "
@@ -228,6 +227,7 @@ def main_process_first(local: bool = True, description: str = "work") -> Iterato
     For work whose output later processes reuse: prepared data files, the tokenization cache. ``local=True`` means
     rank 0 of each node goes first (right when each node has its own disk); ``local=False`` means global rank 0 only
     (a filesystem shared by every node). Without an initialised process group this is a plain ``with`` block.
+    ``description`` names the work in the debug log (``logging`` level DEBUG) of the processes that wait.
     """
     dist = _initialised_dist()
     if dist is None or dist.get_world_size() <= 1:
@@ -235,6 +235,7 @@ def main_process_first(local: bool = True, description: str = "work") -> Iterato
         return
     first = is_local_main_process() if local else dist.get_rank() == 0
     if not first:
+        logging.getLogger(__name__).debug("rank %d waits for the main process: %s", dist.get_rank(), description)
         dist.barrier()  # wait until the main process has done the work
     try:
         yield
