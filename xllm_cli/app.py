@@ -13,7 +13,47 @@ import typer
 
 from xllm_cli.commands import download, fuse, plugins, quantize, tiny, train
 
+# The four steps are built on demand: their options come from the settings model, which `xllm --help` and TAB on the
+# step names do not need.
+STEPS = {"download": download, "train": train, "fuse": fuse, "quantize": quantize}
+
+
+class LazyStepsGroup(typer.core.TyperGroup):
+    """Builds a step's command the first time it is asked for; lists the steps from their help text alone."""
+
+    _listing_help = False
+    _built: dict[str, typer.core.TyperCommand] = {}
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # Stand-ins so that "did you mean" suggestions know the steps' names.
+        for name, module in STEPS.items():
+            self.commands.setdefault(name, typer.core.TyperCommand(name=name, help=module.HELP))
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*STEPS, *(name for name in super().list_commands(ctx) if name not in STEPS)]
+
+    def get_command(self, ctx, name: str):
+        if name not in STEPS:
+            return super().get_command(ctx, name)
+        if self._listing_help:  # the top-level help needs the one-line summary only
+            return self.commands[name]
+        if name not in self._built:
+            step_app = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False)
+            STEPS[name].register(step_app)
+            self._built[name] = typer.main.get_command(step_app)
+        return self._built[name]
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing_help = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing_help = False
+
+
 app = typer.Typer(
+    cls=LazyStepsGroup,
     name="xllm",
     help="Fine-tune large language models: [bold]download[/] -> [bold]train[/] -> [bold]fuse[/] -> [bold]quantize[/].",
     no_args_is_help=True,
@@ -46,7 +86,7 @@ def root(
     """Fine-tune large language models: download -> train -> fuse -> quantize."""
 
 
-for module in (download, train, fuse, quantize, plugins, tiny):
+for module in (plugins, tiny):
     module.register(app)
 
 
@@ -61,15 +101,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from xllm_cli import console
     from xllm_cli.config.argv import normalize_argv
-    from xllm_cli.config.fields import XllmConfig
     from xllm_cli.errors import XllmError
 
     args = sys.argv[1:] if argv is None else list(argv)
     if not {"--verbose", "-v"} & set(args):
         console.filter_library_noise()
-    bool_fields = [name for name, info in XllmConfig.model_fields.items() if info.annotation in (bool, bool | None)]
     try:
-        args = normalize_argv(args, bool_fields)
+        args = normalize_argv(args)
         command = typer.main.get_command(app)
         code = command.main(args=args, prog_name="xllm", standalone_mode=False)
     except Exit as done:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from xllm_cli.commands.common import fields_for, step_command
-
 HELP = """Merge a LoRA adapter (local folder or hub id) into its 16-bit base, shard by shard, and save a normal checkpoint."""
 
 HUB_FIELDS = ("push_to_hub", "hub_model_id", "hub_private_repo")
@@ -18,4 +16,7 @@ def run(config) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    # Imported here: the settings model is built only when this step is run or its help is shown.
+    from xllm_cli.commands.common import fields_for, step_command
+
     step_command(app, "fuse", HELP, fields_for(("general", "fuse", "model", "tokenizer"), HUB_FIELDS), run)

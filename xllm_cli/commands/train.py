@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from xllm_cli.commands.common import ALL_PLUGIN_KINDS, fields_for, step_command
-from xllm_cli.config.fields import ENTITIES
-
 HELP = """Fine-tune the model on the prepared data (run `xllm download` first with the same settings).
 
 Multi-GPU: `deepspeed --num_gpus N $(which xllm) train ...` or `torchrun --nproc_per_node N $(which xllm) train ...`.
@@ -20,4 +17,8 @@ def run(config) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    # Imported here: the settings model is built only when this step is run or its help is shown.
+    from xllm_cli.commands.common import ALL_PLUGIN_KINDS, fields_for, step_command
+    from xllm_cli.config.fields import ENTITIES
+
     step_command(app, "train", HELP, fields_for(ENTITIES), run, plugin_kinds=ALL_PLUGIN_KINDS)

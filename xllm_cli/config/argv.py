@@ -16,9 +16,27 @@ TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
 
 
-def normalize_argv(argv: list[str], bool_fields: Iterable[str]) -> list[str]:
-    """Rewrite snake_case flags to kebab-case and ``--flag True/False`` (or ``=True``) to ``--flag/--no-flag``."""
-    bool_flags = {"--" + name.replace("_", "-") for name in bool_fields}
+def config_bool_fields() -> list[str]:
+    from xllm_cli.config.fields import XllmConfig
+
+    return [name for name, info in XllmConfig.model_fields.items() if info.annotation in (bool, bool | None)]
+
+
+def normalize_argv(argv: list[str], bool_fields: Iterable[str] | None = None) -> list[str]:
+    """Rewrite snake_case flags to kebab-case and ``--flag True/False`` (or ``=True``) to ``--flag/--no-flag``.
+
+    ``bool_fields`` defaults to XllmConfig's; the model is only loaded when a token could be a boolean's value, so
+    ``xllm --help`` does not pay for it.
+    """
+    bool_flags: set[str] | None = None
+
+    def is_bool_flag(name: str) -> bool:
+        nonlocal bool_flags
+        if bool_flags is None:
+            names = config_bool_fields() if bool_fields is None else bool_fields
+            bool_flags = {"--" + field.replace("_", "-") for field in names}
+        return name in bool_flags
+
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -32,8 +50,9 @@ def normalize_argv(argv: list[str], bool_fields: Iterable[str]) -> list[str]:
             continue
         name, eq, value = arg.partition("=")
         name = "--" + name[2:].replace("_", "-")
-        if name in bool_flags:
-            if not eq and i < len(argv) and argv[i].lower() in TRUE_WORDS | FALSE_WORDS:
+        next_is_word = not eq and i < len(argv) and argv[i].lower() in TRUE_WORDS | FALSE_WORDS
+        if (eq or next_is_word) and is_bool_flag(name):
+            if next_is_word:
                 value, eq = argv[i], "="
                 i += 1
             if eq:
