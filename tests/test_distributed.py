@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from xllm_cli.config.fields import XllmConfig
 from xllm_cli.errors import ConfigError
 from xllm_cli.training.distributed import (
     distributed_arguments,
+    free_port,
     is_main_process,
     main_process_first,
     predefined_config_path,
@@ -215,12 +215,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow
