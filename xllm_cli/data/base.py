@@ -69,24 +69,30 @@ def check_messages(messages: Any, where: str) -> None:
             raise DataError(f"{where}: message content must be a string")
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, RawSample]]:
-    """Stream (line number, object) from a JSON-lines file; a bad line is one error naming file and line."""
+def decoded_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 text file, streamed; invalid UTF-8 is one error naming the line."""
     path = Path(path)
     with path.open("rb") as handle:
-        for number, raw_line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
             try:
-                line = raw_line.decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise DataError(f"{path}:{number}: not valid UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-            yield number, obj
+            yield number, text.removeprefix("\ufeff") if number == 1 else text
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, RawSample]]:
+    """Stream (line number, object) from a JSON-lines file; a bad line is one error naming file and line."""
+    for number, line in decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        yield number, obj
 
 
 def read_prepared(path: str | Path, step: str = "train") -> Iterator[RawSample]:

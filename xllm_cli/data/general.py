@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from xllm_cli.data.base import Dataset, RawSample, TrainingSample, check_messages, check_training_sample, iter_jsonl
+from xllm_cli.data.base import (
+    Dataset,
+    RawSample,
+    TrainingSample,
+    check_messages,
+    check_training_sample,
+    decoded_lines,
+    iter_jsonl,
+)
 from xllm_cli.errors import ConfigError, DataError
 from xllm_cli.registry import KEY_FIELDS
 
@@ -23,17 +31,6 @@ EVAL_SPLITS = ("test", "validation", "valid", "eval")
 # Record = (where it came from, the record itself).
 Located = tuple[str, dict[str, Any]]
 Splits = tuple[Iterable[Located], Iterable[Located] | None]
-
-
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a UTF-8 text file; invalid UTF-8 is one error naming the line."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{number}: not valid UTF-8 text") from None
-            yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
 def _check_file(path: Path) -> str:
@@ -51,7 +48,7 @@ def _check_file(path: Path) -> str:
 
 
 def _json_records(path: Path) -> Iterator[Located]:
-    first = next((text.lstrip()[:1] for _, text in _decoded_lines(path) if text.strip()), "")
+    first = next((text.lstrip()[:1] for _, text in decoded_lines(path) if text.strip()), "")
     if first != "[":  # JSON lines under a .json name, as the Hub often ships them
         yield from ((f"{path}:{number}", obj) for number, obj in iter_jsonl(path))
         return
@@ -68,7 +65,7 @@ def _json_records(path: Path) -> Iterator[Located]:
 
 
 def _csv_records(path: Path) -> Iterator[Located]:
-    lines = (text for _, text in _decoded_lines(path))
+    lines = (text for _, text in decoded_lines(path))
     reader = csv.DictReader(lines)
     try:
         for row in reader:
@@ -104,7 +101,7 @@ def iter_file_records(path: str | Path, text_field: str = "text") -> Iterator[Lo
     elif suffix == ".parquet":
         yield from _parquet_records(path)
     else:
-        for number, text in _decoded_lines(path):
+        for number, text in decoded_lines(path):
             if text.strip():
                 yield f"{path}:{number}", {text_field: text.rstrip("\r\n")}
 
