@@ -84,9 +84,26 @@ class InterruptCallback(TrainerCallback):
         console.warn(f"{signal.Signals(number).name} received: saving a checkpoint after this step, then stopping")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.received is not None:
+        received = self._received_anywhere(args.device)
+        if received is not None:
+            self.received = self.received or received
             control.should_save = True
             control.should_training_stop = True
+
+    def _received_anywhere(self, device: Any) -> int | None:
+        """The signal any process got. Processes must stop at the same step (saving a checkpoint is collective),
+        and a signal reaches them at slightly different moments, so they agree once per step; one process alone
+        needs no agreement."""
+        from xllm_cli.training.distributed import world_size
+
+        if world_size() <= 1:
+            return self.received
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([self.received or 0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
 
     @property
     def signal_name(self) -> str | None:
