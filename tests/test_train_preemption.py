@@ -41,7 +41,9 @@ def test_sigterm_to_one_process_checkpoints_both_at_the_same_step(tiny_model, tm
             workers[-1].send_signal(signal.SIGTERM)  # only one of them, as an uneven preemption would
             launcher.wait(timeout=120)  # raises if a process hangs waiting for the other
         finally:
-            if launcher.poll() is None:
+            if launcher.poll() is None:  # a failure above: leave no training processes behind
+                for process in psutil.Process(launcher.pid).children(recursive=True):
+                    process.kill()
                 launcher.kill()
     text = log.read_text()
     checkpoints = list(output.glob("checkpoint-*"))
