@@ -88,7 +88,7 @@ def test_completion_collator_on_chat_learns_every_assistant_turn_only(tiny_model
 
 
 def test_cut_away_targets_are_skipped_counted_and_reported_once(tiny_model, tokenizer, tmp_path, capsys):
-    from xllm_cli.data.base import Dataset
+    from xllm_cli.data.general import GeneralDataset
     from xllm_cli.training.tokenize import SampleSource, encode_source
 
     long_prompt = "word " * 40
@@ -97,21 +97,21 @@ def test_cut_away_targets_are_skipped_counted_and_reported_once(tiny_model, toke
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = make_config(tiny_model, max_length=16)
     collator = CompletionCollator(tokenizer, config)
-    encoded = encode_source(SampleSource("train", path=path), Dataset(config), collator, config)
+    encoded = encode_source(SampleSource("train", path=path), GeneralDataset(config), collator, config)
     assert len(encoded) == 1
     warnings = [line for line in capsys.readouterr().err.splitlines() if "cut away" in line]
     assert len(warnings) == 1 and "3 sample(s)" in warnings[0]
 
 
 def test_tokenization_is_cached_and_reused_until_an_input_changes(tiny_model, tokenizer, tmp_path, capsys):
-    from xllm_cli.data.base import Dataset
+    from xllm_cli.data.general import GeneralDataset
     from xllm_cli.training.tokenize import SampleSource, encode_source
 
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps({"text_parts": [f"sample {i}", "answer"]}) + "\n" for i in range(5)))
     config = make_config(tiny_model)
     source = SampleSource("train", path=path)
-    first = encode_source(source, Dataset(config), LMCollator(tokenizer, config), config)
+    first = encode_source(source, GeneralDataset(config), LMCollator(tokenizer, config), config)
 
     class NoTokenizing(LMCollator):
         def encode_batch(self, samples):
@@ -120,16 +120,16 @@ def test_tokenization_is_cached_and_reused_until_an_input_changes(tiny_model, to
     # Same inputs: read from the cache, no tokenizing (the collator class is part of the key, so fake its identity).
     reused_collator = NoTokenizing(tokenizer, config)
     reused_collator.cache_identity = LMCollator(tokenizer, config).cache_identity
-    second = encode_source(source, Dataset(config), reused_collator, config)
+    second = encode_source(source, GeneralDataset(config), reused_collator, config)
     assert [second[i] for i in range(5)] == [first[i] for i in range(5)]
     assert "reusing tokenized train data" in capsys.readouterr().err
     caches = lambda: sorted(p.name for p in (tmp_path / ".xllm-cache").iterdir())  # noqa: E731
     assert len(caches()) == 1
     # A different max_length, collator or data content each make a new cache entry.
-    encode_source(source, Dataset(config), LMCollator(tokenizer, make_config(tiny_model, max_length=4)), config)
-    encode_source(source, Dataset(config), CompletionCollator(tokenizer, config), config)
+    encode_source(source, GeneralDataset(config), LMCollator(tokenizer, make_config(tiny_model, max_length=4)), config)
+    encode_source(source, GeneralDataset(config), CompletionCollator(tokenizer, config), config)
     path.write_text(path.read_text() + json.dumps({"text_parts": ["one more"]}) + "\n")
-    encode_source(source, Dataset(config), LMCollator(tokenizer, config), config)
+    encode_source(source, GeneralDataset(config), LMCollator(tokenizer, config), config)
     assert len(caches()) == 4
 
 

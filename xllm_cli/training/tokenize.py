@@ -90,10 +90,15 @@ class SampleSource:
             next(read_prepared(self.path, "train"))  # raises the contract's "run xllm download" error
 
     def training_samples(self, dataset: Any) -> Iterator[dict[str, Any]]:
-        """Training samples; raw ones go through the dataset class's ``get_sample``."""
+        """Training samples: every prepared raw sample goes through the dataset class's ``get_sample`` (the
+        contract); samples handed over in Python may already be training samples, which are taken as they are."""
         if self.samples is not None:
             for number, sample in enumerate(self.samples, start=1):
-                yield _to_training_sample(dataset, sample, f"{self.name} sample {number}")
+                where = f"{self.name} sample {number}"
+                if isinstance(sample, dict) and ("text_parts" in sample or "messages" in sample):
+                    yield check_training_sample(sample, where)
+                else:
+                    yield _to_training_sample(dataset, sample, where)
             return
         self.check_exists()
         for number, raw in iter_jsonl(self.path):
@@ -101,8 +106,6 @@ class SampleSource:
 
 
 def _to_training_sample(dataset: Any, sample: dict[str, Any], where: str) -> dict[str, Any]:
-    if isinstance(sample, dict) and ("text_parts" in sample or "messages" in sample):
-        return check_training_sample(sample, where)
     try:
         converted = dataset.get_sample(sample)
     except DataError:
