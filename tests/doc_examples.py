@@ -144,7 +144,7 @@ PIP_SHIM = """#!/bin/sh
 shift
 args=""
 for arg in "$@"; do [ "$arg" = "-e" ] || args="$args $arg"; done
-exec "{python}" -m pip install -q --no-deps --no-build-isolation --no-index --target "$XLLM_DOCS_SITE" $args
+exec "{python}" -m pip install -q --no-deps --no-build-isolation --no-index --target "$DOC_EXAMPLES_SITE" $args
 """
 
 
@@ -163,7 +163,7 @@ def prepare_environment(folder: Path, base_env: dict[str, str], extra: dict[str,
     env.update(
         PATH=f"{shims}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}",
         PYTHONPATH=str(site),
-        XLLM_DOCS_SITE=str(site),
+        DOC_EXAMPLES_SITE=str(site),
         HOME=str(home),
         HF_HOME=str(folder / ".doc-hf-home"),
         WANDB_MODE="offline",

@@ -42,6 +42,7 @@ def test_every_command_block_runs_or_says_why_not():
         else:
             assert len(block.not_run_reason) > 10, f"{block.describe()}: not-run needs a reason"
     assert sum(block.runs for block in BLOCKS) >= 30  # the parser found the examples
+    assert set(EXPECTED_FILES) | set(EXPECTED_PUSHES) <= set(SECTIONS), "a checked section was renamed"
 
 
 def test_the_example_plugin_shown_is_the_one_in_the_repository():
@@ -84,6 +85,25 @@ def soda_rows() -> list[dict]:
     return rows
 
 
+# What a section's examples must leave behind, beyond exiting 0: the artifacts the text says they make.
+EXPECTED_FILES = {
+    "Build your own project with xllm": [
+        "train.jsonl",
+        "outputs/adapter_model.safetensors",
+        "outputs/xllm_config.json",
+        "fused_model/config.json",
+        "quantized_model/quality.json",
+    ],
+    "`xllm train`": ["qlora/adapter_model.safetensors", "adapter/adapter_model.safetensors", "fused/config.json"],
+    "`xllm fuse`: merge a LoRA adapter into its base": ["fused_from_hub/config.json"],
+    "`xllm quantize`: GPTQ (optional)": ["quantized_qa/quality.json"],
+    "The Python API": ["api/train.jsonl", "api/adapter/adapter_config.json", "api/fused/config.json", "api/gptq"],
+    "Plugins: your own dataset, collator, trainer, experiment": ["counting.jsonl", "my_run/adapter_model.safetensors"],
+}
+# Hub repositories the examples push to (the loopback fake hub), with a file each must hold.
+EXPECTED_PUSHES = {"`xllm train`": {"me/my-adapter": "adapter_model.safetensors"}}
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_model):
     """One working folder for the whole README (blocks chain across sections), its environment and fake hub."""
@@ -93,7 +113,7 @@ def workspace(tmp_path_factory, tiny_model):
     hub, server = start_fake_hub()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("XLLM_", "HF_", "HUGGING_FACE_", "WANDB_"))}
     env = prepare_environment(folder, base, {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"})
-    yield folder, env, tiny_model, soda
+    yield folder, env, tiny_model, soda, hub
     server.shutdown()
     server.server_close()
 
@@ -101,7 +121,7 @@ def workspace(tmp_path_factory, tiny_model):
 @pytest.mark.slow
 @pytest.mark.parametrize("section", SECTIONS)
 def test_readme_examples_run(section, workspace):
-    folder, env, tiny_model, soda = workspace
+    folder, env, tiny_model, soda, hub = workspace
     for block in BLOCKS:
         if block.section != section:
             continue
@@ -118,3 +138,7 @@ def test_readme_examples_run(section, workspace):
         )
         if block.expected_exit:
             assert "error:" in result.stderr + result.stdout and "Traceback" not in result.stderr, block.describe()
+    missing = [name for name in EXPECTED_FILES.get(section, []) if not (folder / name).exists()]
+    assert missing == [], f"{section}: the examples did not write {missing}"
+    for repo, name in EXPECTED_PUSHES.get(section, {}).items():
+        assert name in hub.files.get(repo, {}), f"{section}: nothing pushed to {repo}"
