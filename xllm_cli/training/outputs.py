@@ -44,7 +44,10 @@ def finish_run(experiment: Any, result: Any) -> Path:
 def save_final_model(experiment: Any, output_dir: Path) -> None:
     """The trained model (only the adapter with LoRA) and its tokenizer, straight into ``output_dir``."""
     config, trainer = experiment.config, experiment.trainer
-    staging = output_dir / f".final-{os.getpid()}"
+    # One name for every process (a sharded save is collective); leftovers of a crashed save are cleared first.
+    staging = output_dir / ".xllm-final-staging"
+    if is_main_process():
+        shutil.rmtree(staging, ignore_errors=True)
     if uses_deepspeed(config) or config.fsdp_strategy.strip():
         trainer.save_model(str(staging))  # gathers sharded weights: every process takes part
     elif is_main_process():
