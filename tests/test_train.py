@@ -230,3 +230,32 @@ def test_plugin_collator_without_encode_batch_trains_on_the_fly(lora_model, tmp_
     assert code == 0, capsys.readouterr().err
     assert_loss_falls(output, 0.5)
     assert not (tmp_path / ".xllm-cache").exists()  # nothing to cache: the plugin tokenizes per batch
+
+
+def test_gradient_accumulation_weighs_every_token_like_one_big_batch(tiny_model, tmp_path, capsys):
+    """Two micro-batches of 2 must give the update of one batch of 4: the loss is normalised over the target tokens
+    of the whole accumulated batch (``num_items_in_batch``), not averaged per micro-batch."""
+    from safetensors.torch import load_file
+
+    data = write_training_data(tmp_path / "train.jsonl", samples=8, repeats=1)
+    weights = {}
+    for name, batch, accumulation in (("big", "4", "1"), ("accumulated", "2", "2")):
+        output = tmp_path / name
+        code = run_train(
+            tiny_model, output, "--per-device-train-batch-size", batch, "--gradient-accumulation-steps", accumulation,
+            "--max-steps", "1", "--optim", "sgd", "--learning-rate", "1.0", "--weight-decay", "0",
+            "--max-grad-norm", "1000", data=data,
+        )  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        weights[name] = load_file(output / "model.safetensors")
+    before = load_file(tiny_model / "model.safetensors")
+    moved = weights["big"]["lm_head.weight"] - before["lm_head.weight"]
+    assert moved.abs().max() > 1e-3  # the step did something measurable
+    for key, value in weights["big"].items():
+        assert torch_allclose(value, weights["accumulated"][key]), key
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a, b, atol=1e-5, rtol=1e-4)
