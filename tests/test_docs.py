@@ -33,6 +33,13 @@ def test_readme_shows_the_two_first_commands():
     assert "make demo" in text
 
 
+def test_fences_are_well_formed():
+    """A backtick in a fence's info string makes it text to Markdown (and to the parser): the block would vanish."""
+    opening = [line for line in README.read_text().splitlines() if line.lstrip().startswith("```")]
+    assert [line for line in opening if "`" in line.lstrip()[3:]] == []
+    assert len(opening) % 2 == 0
+
+
 def test_every_command_block_runs_or_says_why_not():
     for block in BLOCKS:
         if not block.is_command:
