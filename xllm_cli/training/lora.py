@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from xllm_cli import console
@@ -50,10 +52,26 @@ def apply_lora(model: Any, config: Any) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora_config)
+    with _without_gptq_dispatch(skip=not config.from_gptq):
+        model = get_peft_model(model, lora_config)
     trainable, total = model.get_nb_trainable_parameters()
     console.info(f"LoRA on {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters")
     return model
+
+
+@contextlib.contextmanager
+def _without_gptq_dispatch(skip: bool) -> Iterator[None]:
+    """peft imports gptqmodel (~5-10 s and a banner) for every LoRA layer just to ask whether it is a GPTQ layer.
+
+    A model not loaded with --from-gptq has none, so the question is answered without the import.
+    """
+    if not skip:
+        yield
+        return
+    from unittest import mock
+
+    with mock.patch("peft.tuners.lora.gptq.is_gptqmodel_available", return_value=False):
+        yield
 
 
 def stabilize(model: Any, half_dtype: Any) -> Any:
