@@ -10,16 +10,21 @@ from xllm_cli import console
 from xllm_cli.errors import ConfigError, did_you_mean
 
 
-def linear_module_names(model: Any) -> list[str]:
-    """Last name components of every linear layer (bitsandbytes' subclass nn.Linear), head and embeddings excluded."""
+def _is_linear(module: Any) -> bool:
     import torch
 
+    # bitsandbytes' layers subclass nn.Linear; GPTQ's quantized linears do not, but carry packed ``qweight``.
+    return isinstance(module, torch.nn.Linear) or hasattr(module, "qweight")
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """Last name components of every linear layer (bitsandbytes and GPTQ ones too), head and embeddings excluded."""
     head = model.get_output_embeddings()
     excluded = {id(head), id(model.get_input_embeddings())}
     names = {
         name.rpartition(".")[2]
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and id(module) not in excluded and name
+        if _is_linear(module) and id(module) not in excluded and name
     }
     return sorted(names)
 
