@@ -101,7 +101,12 @@ EXPECTED_FILES = {
         "fused_model/config.json",
         "quantized_model/quality.json",
     ],
-    "`xllm train`": ["qlora/adapter_model.safetensors", "adapter/adapter_model.safetensors", "fused/config.json"],
+    "`xllm train`": [
+        "qlora/adapter_model.safetensors",
+        "adapter/adapter_model.safetensors",
+        "fused/config.json",
+        "gptq-lora/adapter_model.safetensors",
+    ],
     "`xllm fuse`: merge a LoRA adapter into its base": ["fused_from_hub/config.json"],
     "`xllm quantize`: GPTQ (optional)": ["quantized_qa/quality.json"],
     "The Python API": ["api/train.jsonl", "api/adapter/adapter_config.json", "api/fused/config.json", "api/gptq"],
