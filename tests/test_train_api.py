@@ -83,7 +83,7 @@ def test_push_to_hub_sends_every_checkpoint_adapter_only_to_a_private_repo(
     output = tmp_path / "pushed"
     code = run_train(
         lora_model, output, "--apply-lora", "--max-steps", "4", "--save-steps", "2",
-        "--push-to-hub", "--hub-model-id", "me/tiny-lora",
+        "--push-to-hub", "--hub-model-id", "me/tiny-lora", "--report-to-wandb",
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0, err
@@ -92,6 +92,7 @@ def test_push_to_hub_sends_every_checkpoint_adapter_only_to_a_private_repo(
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= set(files)
     assert "model.safetensors" not in files
     assert not any(name.startswith("checkpoint-") for name in files)
+    assert (output / "_wandb" / "wandb").is_dir() and not any("wandb" in name for name in files)
     assert json.loads(files["xllm_config.json"])["huggingface_hub_token"] == "**********"
     assert len(fake_hub.commits) >= 2  # the checkpoints and the final model
     assert any("hf_push_token_value" in header for header in fake_hub.authorizations)
@@ -126,7 +127,7 @@ def test_wandb_offline_run_folder_has_the_metrics(tiny_model, tmp_path, capsys):
     output = tmp_path / "logged"
     code = run_train(tiny_model, output, "--max-steps", "4", "--report-to-wandb", "--wandb-project", "xllm-tests")
     assert code == 0, capsys.readouterr().err
-    runs = list((output / "wandb").glob("offline-run-*"))
+    runs = list((output / "_wandb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     history = wandb_history(next(runs[0].glob("run-*.wandb")))
     logged = [round(float(row["train/loss"]), 4) for row in history if "train/loss" in row]

@@ -56,8 +56,14 @@ def cli_run_train(
     from xllm_cli import console
     from xllm_cli.errors import XllmError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = bool({"--verbose", "-v"} & set(args))
+    args = [arg for arg in args if arg not in ("--verbose", "-v")]
+    console.configure(verbose=verbose)
+    if not verbose:
+        console.filter_library_noise()  # the same quiet output as `xllm train`
     try:
-        config = config_from_argv(config_cls, argv)
+        config = config_from_argv(config_cls, args)
         return train(config, train_dataset=train_dataset, eval_dataset=eval_dataset)
     except XllmError as failure:
         console.error(str(failure), hint=failure.hint)

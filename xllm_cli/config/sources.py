@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +134,9 @@ def reject_unknown(layers: Mapping[str, tuple[dict[str, Any], Path | None]], fie
                 line = _line_of(path, rf"^\s*(export\s+)?{re.escape(env_key)}\s*=", flags=re.IGNORECASE)
                 raise ConfigError(f"{path}:{line}: {message}" if line else f"{path}: {message}")
             # The process environment is shared with other tools: warn, don't stop.
-            warnings.warn(f"environment: {message}", stacklevel=3)
+            from xllm_cli import console
+
+            console.warn(f"environment: {message}")
 
 
 class _LayerSource(PydanticBaseSettingsSource):

@@ -82,6 +82,7 @@ def configure_wandb(config: Any) -> None:
         "WANDB_API_KEY": config.secret("wandb_api_key"),
     }
     os.environ.update({name: value for name, value in values.items() if value})
-    # Runs sit next to the model they trained unless the user says otherwise.
-    os.environ.setdefault("WANDB_DIR", str(config.output_dir))
-    os.makedirs(config.output_dir, exist_ok=True)
+    # Runs sit next to the model they trained unless the user says otherwise, in a folder whose leading "_" keeps it
+    # out of every push (the Trainer uploads output_dir ignoring "_*" and "checkpoint-*").
+    wandb_dir = os.environ.setdefault("WANDB_DIR", os.path.join(config.output_dir, "_wandb"))
+    os.makedirs(wandb_dir, exist_ok=True)

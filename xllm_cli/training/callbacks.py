@@ -34,6 +34,13 @@ class ProgressCallback(TrainerCallback):
 
         self.started = time.perf_counter()
         self.first_tokens = state.num_input_tokens_seen
+        warmup = args.get_warmup_steps(state.max_steps) if hasattr(args, "get_warmup_steps") else args.warmup_steps
+        if state.max_steps and warmup >= state.max_steps:
+            # The table's default (1000 warmup steps) silently turns a short run into one at a near-zero rate.
+            console.warn(
+                f"--warmup-steps {warmup} >= the run's {state.max_steps} steps: the learning rate never reaches "
+                f"--learning-rate {args.learning_rate}; lower --warmup-steps"
+            )
         self.advance = self.display.enter_context(progress("train", total=state.max_steps, unit="steps"))
         if state.global_step:
             self.advance(state.global_step)  # resumed: the steps already done

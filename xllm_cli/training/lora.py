@@ -66,16 +66,23 @@ def apply_lora(model: Any, config: Any) -> Any:
 
 @contextlib.contextmanager
 def _without_gptq_dispatch(skip: bool) -> Iterator[None]:
-    """peft imports gptqmodel (~5-10 s and a banner) for every LoRA layer just to ask whether it is a GPTQ layer.
-
-    A model not loaded with --from-gptq has none, so the question is answered without the import.
+    """peft imports gptqmodel (seconds, and its banner) for every LoRA layer just to ask whether it is a GPTQ or AWQ
+    layer. A model not loaded with --from-gptq has none, so every peft module's check answers no without the import.
     """
     if not skip:
         yield
         return
+    import sys
     from unittest import mock
 
-    with mock.patch("peft.tuners.lora.gptq.is_gptqmodel_available", return_value=False):
+    checks = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("peft") and callable(getattr(module, "is_gptqmodel_available", None))
+    ]
+    with contextlib.ExitStack() as patches:
+        for module in checks:
+            patches.enter_context(mock.patch.object(module, "is_gptqmodel_available", return_value=False))
         yield
 
 

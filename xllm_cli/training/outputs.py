@@ -35,6 +35,8 @@ def finish_run(experiment: Any, result: Any) -> Path:
         import wandb
 
         wandb.finish()
+        # A later run in the same process (the Python API) must read WANDB_DIR and the key afresh.
+        wandb.teardown()
     print_summary(experiment, result, output_dir)
     if config.fuse_after_training and is_main_process():
         fuse_trained_adapter(config, output_dir)
