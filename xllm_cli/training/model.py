@@ -4,6 +4,7 @@ gradient checkpointing."""
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from typing import Any
 
 from xllm_cli import console
@@ -79,7 +80,13 @@ def attention_implementation(config: Any) -> str:
 
 
 def quantization_config(config: Any) -> Any:
-    """The bitsandbytes config for 4/8-bit loading, or None."""
+    """The bitsandbytes config for 4/8-bit loading, the GPTQ loading config for ``from_gptq``, or None."""
+    if config.from_gptq:
+        from transformers import GPTQConfig
+
+        # Bits and groups come from the checkpoint; only the kernel is chosen here. gptqmodel's automatic choice can be
+        # an inference-only kernel (seen on CPU: TorchCpuAvx512Linear), which cannot back LoRA training.
+        return GPTQConfig(bits=config.gptq_bits, backend="auto_trainable")
     if not (config.load_in_4bit or config.load_in_8bit):
         return None
     from transformers import BitsAndBytesConfig
@@ -121,16 +128,19 @@ def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
         import os
 
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    if quantization is not None and not config.bnb_quantize_after_model_init:
+    if quantization is not None and (config.from_gptq or not config.bnb_quantize_after_model_init):
         kwargs["quantization_config"] = quantization
     try:
-        model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
+        with warnings.catch_warnings():
+            # Expected with --from-gptq: the checkpoint's GPTQ settings are kept, our kernel choice is applied.
+            warnings.filterwarnings("ignore", message="You passed `quantization_config`", category=UserWarning)
+            model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
     except OSError as error:
         raise ConfigError(
             f"cannot load the model '{config.model_name_or_path}': {str(error).splitlines()[0]}",
             hint="check --model-name-or-path, and run 'xllm download' first",
         ) from None
-    if quantization is not None and config.bnb_quantize_after_model_init:
+    if quantization is not None and config.bnb_quantize_after_model_init and not config.from_gptq:
         model = quantize_loaded_model(model, quantization)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
