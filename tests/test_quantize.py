@@ -71,6 +71,7 @@ def test_quantize_the_train_data_through_the_cli_then_load_with_plain_transforme
     assert "preparing dataset 'demo'" in result.stderr and (tmp_path / "train.jsonl").is_file()
     assert "quantize: 2/2 layers" in result.stderr  # progress per decoder layer
     assert "GPT-QModel" not in result.stdout + result.stderr  # the backend's banners stay in its log
+    assert not (tmp_path / "logs").exists()  # nor does the backend litter the user's folder with its statistics
     folder = tmp_path / "gptq"
     assert_real_gptq_checkpoint(folder)
     assert_quality_report(folder, result.stderr)

@@ -145,10 +145,28 @@ def run_gptq(config: Any, model_path: Path, tokenizer: Any, samples: list[list[i
                 advance()
 
         model.layer_callback = layer_done
-        with backend_output():
+        with backend_output(), _backend_stats_outside_cwd():
             model.quantize(calibration, batch_size=1, tokenizer=tokenizer)
             model.save(str(output))
     del model
+
+
+@contextlib.contextmanager
+def _backend_stats_outside_cwd() -> Iterator[None]:
+    """gptqmodel writes per-module statistics to ``./logs/`` of whatever folder the user is in; keep them in a
+    temporary folder instead of littering the user's project."""
+    try:
+        from gptqmodel.looper import loop_processor
+    except ImportError:  # another gptqmodel layout: nothing to redirect
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="xllm-gptq-stats-") as folder:
+        previous = loop_processor._PROJECT_LOG_DIR
+        loop_processor._PROJECT_LOG_DIR = Path(folder)
+        try:
+            yield
+        finally:
+            loop_processor._PROJECT_LOG_DIR = previous
 
 
 def perplexity(model: Any, samples: list[list[int]]) -> tuple[float, int]:
