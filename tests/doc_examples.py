@@ -182,7 +182,9 @@ def write_file(block: Block, folder: Path) -> Path:
 
 def run_block(block: Block, code: str, folder: Path, env: dict[str, str], timeout: float = 300):
     if block.language == "bash":
-        command, feed = ["bash", "-e", "-o", "pipefail", "-c", code], {"stdin": subprocess.DEVNULL}
+        # The trailing ':' keeps bash from exec'ing the last command in its place, so every command runs as a child
+        # of bash, as typed in a terminal (shell detection, e.g. `xllm --show-completion`, sees bash, not our caller).
+        command, feed = ["bash", "-e", "-o", "pipefail", "-c", code + "\n:"], {"stdin": subprocess.DEVNULL}
     else:
         command, feed = [sys.executable, "-"], {"input": code}
     return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout, **feed)
