@@ -62,8 +62,18 @@ def training_arguments(config: Any) -> Any:
     configure_hub_token(config)
     if config.report_to_wandb:
         configure_wandb(config)
+    if config.optim.startswith("paged_") and not has_cuda():
+        explain_unpaged_optimizer(config.optim)
     kwargs.update(distributed_arguments(config))
     return TrainingArguments(**kwargs)
+
+
+def explain_unpaged_optimizer(optim: str) -> None:
+    """bitsandbytes says this with a raw UserWarning and a source line at the first step; say it once, plainly."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU", category=UserWarning)
+    console.info(f"--optim {optim}: paged memory needs CUDA; without it the same optimizer runs unpaged")
 
 
 def configure_hub_token(config: Any) -> None:
