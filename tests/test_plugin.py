@@ -66,7 +66,15 @@ def test_plugin_setting_comes_from_flag_env_dotenv_and_config_file_in_that_order
     assert train_lines(tmp_path) == 7
     shown = download("--counting-samples", "7", "--show-config")
     row = next(line for line in shown.stdout.splitlines() if "counting_samples" in line)
-    assert "plugin:counting" in row and "7" in row and "flag" in row
+    assert "Plugin counting" in row and "7" in row and "flag" in row
+
+
+def test_a_plugin_selected_by_flag_shows_its_settings_in_help():
+    shown = run_xllm("download", "--dataset-key", "counting", "--help")
+    assert shown.returncode == 0, shown.stderr
+    panel = shown.stdout.split("Plugin counting", 1)[1]
+    assert "--counting-samples" in panel and "[default: (200)]" in panel
+    assert "Plugin counting" not in run_xllm("download", "--help").stdout  # no key, no plugin import
 
 
 def test_plugin_setting_is_validated_like_a_builtin_one(tmp_path):

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xllm_cli.commands import download, fuse, plugins, quantize, tiny, train
+from xllm_cli.commands import COMMAND_LINE, download, fuse, plugins, quantize, tiny, train
 
 # The four steps are built on demand: their options come from the settings model, which `xllm --help` and TAB on the
 # step names do not need.
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         console.filter_library_noise()
     try:
         args = normalize_argv(args)
+        COMMAND_LINE[:] = args
         command = typer.main.get_command(app)
         code = command.main(args=args, prog_name="xllm", standalone_mode=False)
     except Exit as done:

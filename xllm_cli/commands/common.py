@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 import typer
 from pydantic import SecretStr
 
-from xllm_cli.config.fields import ENTITIES, XllmConfig, field_entity
+from xllm_cli.config.fields import XllmConfig, entity_title, field_entity
 from xllm_cli.config.validation import flag
 
 ALL_PLUGIN_KINDS = ("datasets", "collators", "trainers", "experiments")
@@ -66,7 +66,7 @@ def field_option(name: str, config_cls: type = XllmConfig) -> inspect.Parameter:
     decls = [f"{flag(name)}/--no-{flag(name)[2:]}"] if python_type is bool else [flag(name)]
     kwargs: dict[str, Any] = {
         "help": info.description,
-        "rich_help_panel": ENTITIES.get(field_entity(config_cls, name), "Plugin settings"),
+        "rich_help_panel": entity_title(field_entity(config_cls, name)),
         "show_default": shown_default(info.default),
     }
     if choices:
@@ -109,6 +109,34 @@ COMMON_OPTIONS = {
         bool, typer.Option("--quiet", "-q", help="Plain output, no progress bars.", rich_help_panel="Run")
     ],
 }
+
+
+def keys_on_command_line(kinds: Iterable[str]) -> dict[str, str]:
+    """The plugin keys typed on the command line for ``kinds``, e.g. ``{"dataset_key": "counting"}``."""
+    from xllm_cli.commands import COMMAND_LINE
+    from xllm_cli.registry import KEY_FIELDS
+
+    wanted = {flag(KEY_FIELDS[kind]): KEY_FIELDS[kind] for kind in kinds}
+    found: dict[str, str] = {}
+    for i, arg in enumerate(COMMAND_LINE):
+        name, eq, value = arg.partition("=")
+        if name in wanted and (eq or i + 1 < len(COMMAND_LINE)):
+            found[wanted[name]] = value if eq else COMMAND_LINE[i + 1]
+    return found
+
+
+def plugin_config_for_command_line(kinds: Iterable[str]) -> type:
+    """XllmConfig plus the settings of the plugins selected by flags, which then become real options of the step.
+
+    Plugins selected only through env, .env or a config file are handled when the settings are resolved (their flags
+    are parsed from the extra arguments); only a flag makes a plugin's settings appear in ``--help``.
+    """
+    selected = keys_on_command_line(kinds)
+    if not selected:
+        return XllmConfig
+    from xllm_cli.config.plugins import extend_config
+
+    return extend_config(XllmConfig, selected, kinds)
 
 
 def step_command(
@@ -157,6 +185,10 @@ def step_command(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         )
     parameters += [field_option(name) for name in fields]
+    config_cls = plugin_config_for_command_line(plugin_kinds)
+    parameters += [
+        field_option(name, config_cls) for name in config_cls.model_fields if name not in XllmConfig.model_fields
+    ]
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in parameters}
     command.__doc__ = help

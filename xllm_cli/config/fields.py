@@ -250,6 +250,11 @@ class XllmConfig(BaseSettings):
         return field_entity(type(self), name)
 
 
+def entity_title(entity: str) -> str:
+    """The help-panel title of an entity; plugin settings (entity ``plugin:<key>``) are titled after their plugin."""
+    return ENTITIES.get(entity) or f"Plugin {entity.removeprefix('plugin:')}"
+
+
 def field_entity(config_cls: type[BaseSettings], name: str) -> str:
     extra = config_cls.model_fields[name].json_schema_extra or {}
     return extra.get("entity", "general") if isinstance(extra, dict) else "general"

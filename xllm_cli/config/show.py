@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from xllm_cli.config.fields import ENTITIES, field_entity
+from xllm_cli.config.fields import ENTITIES, entity_title, field_entity
 from xllm_cli.config.sources import ResolvedConfig
 
 
@@ -34,7 +34,7 @@ def print_config(resolved: ResolvedConfig, names: list[str]) -> None:
     names = sorted(names, key=lambda n: order.index(e) if (e := field_entity(config_cls, n)) in order else 99)
     for name in names:
         table.add_row(
-            ENTITIES.get(field_entity(config_cls, name), field_entity(config_cls, name)),
+            entity_title(field_entity(config_cls, name)),
             name,
             display_value(getattr(config, name)),
             resolved.source_of(name),
