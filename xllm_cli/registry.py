@@ -26,7 +26,7 @@ KEY_FIELDS = {
     "trainers": "trainer_key",
     "experiments": "experiment_key",
 }
-BUILTIN_PROVIDER = "xllm-cli (built-in)"
+BUILTIN_PROVIDER = "xllm-cli"  # the distribution that ships the built-ins
 BUILTINS: dict[str, dict[str, str]] = {
     "datasets": {
         "soda": "xllm_cli.data.soda:SodaDataset",
