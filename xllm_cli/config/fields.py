@@ -258,8 +258,3 @@ def entity_title(entity: str) -> str:
 def field_entity(config_cls: type[BaseSettings], name: str) -> str:
     extra = config_cls.model_fields[name].json_schema_extra or {}
     return extra.get("entity", "general") if isinstance(extra, dict) else "general"
-
-
-SECRET_FIELDS = frozenset(
-    name for name, info in XllmConfig.model_fields.items() if info.annotation in (SecretStr, SecretStr | None)
-)
