@@ -123,11 +123,8 @@ def _venv_beside(base: Path, folder: Path) -> Path:
 @pytest.mark.slow
 def test_the_wheel_works_outside_the_checkout(tmp_path):
     dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
-        check=True,
-        capture_output=True,
-    )
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, "-w", str(dist), str(REPO)], check=True, capture_output=True)
     wheel = next(dist.glob("xllm_cli-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"xllm_cli/deepspeed_configs/stage{n}.json" for n in ("1", "2", "3")} <= set(names)
@@ -135,10 +132,8 @@ def test_the_wheel_works_outside_the_checkout(tmp_path):
 
     venv = _venv_beside(VENV, tmp_path / "venv")
     uv = VENV / "bin" / "uv"
-    subprocess.run(
-        [str(uv), "pip", "install", "--quiet", "--offline", "--no-deps", "--python", str(venv / "bin" / "python"), str(wheel)],
-        check=True,
-    )
+    install = [str(uv), "pip", "install", "--quiet", "--offline", "--no-deps"]
+    subprocess.run([*install, "--python", str(venv / "bin" / "python"), str(wheel)], check=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     work = tmp_path / "elsewhere"
@@ -151,18 +146,14 @@ def test_the_wheel_works_outside_the_checkout(tmp_path):
         assert result.returncode == 0, f"xllm {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         return result
 
-    where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import xllm_cli; print(xllm_cli.__file__)"],
-        cwd=work, env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    show_origin = [str(venv / "bin" / "python"), "-c", "import xllm_cli; print(xllm_cli.__file__)"]
+    where = subprocess.run(show_origin, cwd=work, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert where.startswith(str(venv)), f"xllm_cli imported from {where}, not from the wheel"
 
     assert "download" in xllm("--help").stdout
     xllm("tiny", "model")
     data = ["--model-name-or-path", "model", "--dataset-key", "demo", "--train-local-path-to-data", "train.jsonl"]
     xllm("download", *data)
-    xllm(
-        "train", *data, "--apply-lora", "--max-steps", "2", "--warmup-steps", "0", "--per-device-train-batch-size", "2",
-        "--optim", "adamw_torch", "--output-dir", "adapter", "--deepspeed-stage", "0",
-    )
+    short_run = "--apply-lora --max-steps 2 --warmup-steps 0 --per-device-train-batch-size 2 --optim adamw_torch"
+    xllm("train", *data, *short_run.split(), "--output-dir", "adapter")
     assert (work / "adapter" / "adapter_model.safetensors").is_file()
