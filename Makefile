@@ -76,7 +76,7 @@ format: install
 	$(VENV)/bin/ruff check --fix xllm_cli tests bench plugins docs
 
 completions: install
-	$(PY) -m xllm_cli.completion_scripts completions
+	$(PY) -m xllm_cli.cli.completion_scripts completions
 
 bench: install
 	$(PY) bench/install.py

@@ -23,7 +23,7 @@ from pathlib import Path
 
 CHILD = r"""
 import sys
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.settings import XllmConfig
 import xllm_cli.fuse as fuse_module
 
 base, adapter, output, path, shard_size = sys.argv[1:6]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.settings import XllmConfig
 from xllm_cli.data.prepare import prepare_dataset
 
 def rss_mib():
@@ -26,7 +26,7 @@ def rss_mib():
 
 source, target = sys.argv[1], sys.argv[2]
 config = XllmConfig(dataset_key="general", dataset_source=source, train_local_path_to_data=target, shuffle=True)
-import xllm_cli.data.general, xllm_cli.progress  # imports happen before the baseline
+import xllm_cli.data.general, xllm_cli.console  # imports happen before the baseline
 baseline = rss_mib()
 start = time.perf_counter()
 prepared = prepare_dataset(config)

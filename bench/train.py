@@ -85,7 +85,7 @@ def plain_trainer_run(model_dir: Path, texts: list[str], steps: int, output: Pat
 
 def xllm_run(model_dir: Path, data: Path, steps: int, output: Path, packing: bool) -> float:
     """``xllm train`` as its library call (what the command runs after parsing flags)."""
-    from xllm_cli.config.fields import XllmConfig
+    from xllm_cli.settings import XllmConfig
     from xllm_cli.training.run import train
 
     config = XllmConfig(

@@ -67,7 +67,13 @@ def locked_versions() -> str:
     )
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"locked-versions": locked_versions}
+def config_reference() -> str:
+    from xllm_cli.settings.reference import reference_markdown
+
+    return reference_markdown()
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"locked-versions": locked_versions, "config-reference": config_reference}
 
 
 def pages() -> list[Path]:

@@ -11,7 +11,7 @@ from xllm_cli.collators.base import IGNORE_INDEX
 from xllm_cli.collators.completion import CompletionCollator
 from xllm_cli.collators.lm import LMCollator
 from xllm_cli.collators.packing import pack_features, plan_rows
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.settings import XllmConfig
 
 
 def make_config(tiny_model: Path, **overrides) -> XllmConfig:

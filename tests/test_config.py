@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from xllm_cli.config.argv import normalize_argv
-from xllm_cli.config.fields import ENTITIES, XllmConfig, field_entity
-from xllm_cli.config.sources import resolve_config
+from xllm_cli.cli.argv import normalize_argv
 from xllm_cli.errors import ConfigError
+from xllm_cli.settings import XllmConfig, resolve_config
+from xllm_cli.settings.sections import SECTIONS, STEP_SECTIONS, LoraSettings
 
 # (field, default, config-file value, .env value, env value, flag value): each source gives a different value.
 PRECEDENCE_CASES = [
@@ -169,10 +169,26 @@ def test_secrets_never_appear_in_dumps_reprs_or_errors():
     assert secret not in str(error.value)
 
 
-def test_every_field_is_documented_and_grouped():
+def test_every_field_is_documented_and_in_exactly_one_section():
+    owners = [name for section in SECTIONS for name in section.model_fields]
+    assert sorted(owners) == sorted(XllmConfig.model_fields), "a field outside the sections, or in two"
     for name, info in XllmConfig.model_fields.items():
         assert info.description, name
-        assert field_entity(XllmConfig, name) in ENTITIES, name
+    read = {section for sections in STEP_SECTIONS.values() for section in sections}
+    assert read == set(SECTIONS), "a section no step reads"
+
+
+def test_a_section_is_the_type_a_library_function_takes():
+    config = resolve_config({"lora_rank": 4}, environ={}).config
+    assert isinstance(config, LoraSettings) and config.lora_rank == 4
+    with pytest.raises(ValueError, match="--raw-lora-target-modules must be 'all'"):
+        LoraSettings(raw_lora_target_modules="a-b")  # a section validates its own rules on its own
+
+
+def test_config_file_groups_by_section_and_by_the_names_of_earlier_versions(tmp_path):
+    (tmp_path / "c.yaml").write_text("training:\n  max_steps: 3\ngeneral:\n  seed: 5\nwandb:\n  wandb_project: p\n")
+    config = resolve_config({}, config_file=tmp_path / "c.yaml", environ={}).config
+    assert (config.max_steps, config.seed, config.wandb_project) == (3, 5, "p")
 
 
 def test_issue_table_defaults():

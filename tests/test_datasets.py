@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_xllm
-from xllm_cli.config.fields import XllmConfig
 from xllm_cli.data.demo import DemoDataset, demo_records
 from xllm_cli.data.prepare import prepare_dataset, shuffle_lines
 from xllm_cli.data.soda import SodaDataset
 from xllm_cli.errors import DataError
+from xllm_cli.settings import XllmConfig
 
 LOCAL_MODEL = ("--model-name-or-path", ".")  # a local folder: nothing to download
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VENV_BIN, XLLM
-from xllm_cli.app import main
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.cli.app import main
 from xllm_cli.errors import ConfigError
+from xllm_cli.settings import XllmConfig
 from xllm_cli.training.distributed import (
     distributed_arguments,
     free_port,
@@ -121,7 +121,7 @@ def test_fsdp_strategy_maps_to_fsdp2_and_says_it_is_ddp_on_cpu(capsys):
 FSDP_SCRIPT = """
 import json
 from transformers import TrainingArguments
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.settings import XllmConfig
 from xllm_cli.training.distributed import distributed_arguments
 
 extra = distributed_arguments(XllmConfig(fsdp_strategy="full_shard auto_wrap", fsdp_offload=True))
@@ -194,7 +194,7 @@ ORDER_SCRIPT = """
 import os, sys, time
 import torch.distributed as dist
 from xllm_cli.training.distributed import init_distributed, main_process_first, is_main_process, world_size
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.settings import XllmConfig
 
 init_distributed(XllmConfig())
 marker = sys.argv[1]

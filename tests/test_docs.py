@@ -12,19 +12,10 @@ import pytest
 from tests.conftest import REPO
 from tests.doc_examples import RUNNABLE_LANGUAGES, for_tests, parse_blocks, prepare_environment, run_block, write_file
 from tests.fake_hub import start_fake_hub
-from xllm_cli.config.reference import BEGIN, END, render_into
 
 README = REPO / "README.md"
 BLOCKS = parse_blocks(README.read_text())
 SECTIONS = list(dict.fromkeys(block.section for block in BLOCKS if block.runs or block.file))
-
-
-def test_config_reference_matches_the_settings_model():
-    text = README.read_text()
-    assert BEGIN in text and END in text
-    assert render_into(text) == text, (
-        "README config reference is stale: run python -m xllm_cli.config.reference README.md"
-    )
 
 
 def test_readme_shows_the_two_first_commands():

@@ -9,10 +9,10 @@ import pytest
 
 from tests.conftest import run_xllm
 from tests.fake_hub import fake_hub  # noqa: F401 - the fixture
-from xllm_cli.config.fields import XllmConfig
 from xllm_cli.download import download
 from xllm_cli.errors import XllmError
 from xllm_cli.model_download import select_files
+from xllm_cli.settings import XllmConfig
 
 SECRET = "hf_download_SECRET_4242"
 

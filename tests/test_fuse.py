@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_xllm
-from xllm_cli.app import main
+from xllm_cli.cli.app import main
 
 SECRET = "hf_FUSE_SECRET_4242"
 SUBSET = ["q_proj", "v_proj", "down_proj"]
@@ -152,7 +152,7 @@ def test_streaming_and_peft_paths_give_identical_weights(tiny_model, adapters, t
     from safetensors.torch import load_file
 
     import xllm_cli.fuse as fuse_module
-    from xllm_cli.config.fields import XllmConfig
+    from xllm_cli.settings import XllmConfig
 
     def fused_with(blocker, output: str) -> dict:
         monkeypatch.setattr(fuse_module, "streaming_blocker", blocker)
@@ -197,9 +197,9 @@ def test_fuse_without_an_adapter_is_a_validation_error(capsys, tiny_model):
     assert "--lora-model-local-path" in output and "--lora-hub-model-id" in output
     assert "Traceback" not in output
     # The Python API says the same.
-    from xllm_cli.config.fields import XllmConfig
     from xllm_cli.errors import ConfigError
     from xllm_cli.fuse import fuse
+    from xllm_cli.settings import XllmConfig
 
     with pytest.raises(ConfigError, match="--lora-model-local-path or --lora-hub-model-id"):
         fuse(XllmConfig(model_name_or_path=str(tiny_model)))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, run_xllm
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.settings import XllmConfig
 
 PLUGIN = REPO / "plugins" / "xllm-example-plugin"
 

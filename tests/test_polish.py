@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import XLLM, run_xllm
 from xllm_cli import console
-from xllm_cli.app import main
+from xllm_cli.cli import console as terminal
+from xllm_cli.cli.app import main
 from xllm_cli.errors import DataError
 
 
@@ -136,10 +137,12 @@ def test_version_lists_libraries_and_devices():
 PROGRESS_SCRIPT = """
 import sys
 from xllm_cli import console
-from xllm_cli.progress import progress, step
+from xllm_cli.cli import console as terminal
+if "--library-only" not in sys.argv:
+    terminal.install()  # what the command line does before any work
 console.configure(quiet="--quiet" in sys.argv)
-step("tokenizing")
-with progress("tokenize", total=20, unit="samples") as advance:
+console.step("tokenizing")
+with console.progress("tokenize", total=20, unit="samples") as advance:
     for i in range(20):
         advance(loss=1.0 / (i + 1))
 print("finished", file=sys.stderr)
@@ -167,9 +170,18 @@ def test_progress_is_a_rich_bar_on_a_terminal_and_plain_under_quiet():
     assert "tokenize: started (20 samples)" in output and "━" not in output
 
 
+def test_the_library_alone_writes_plain_lines_even_on_a_terminal():
+    """Without the command line's terminal output installed (a script using the library), no rich is involved."""
+    code, output = in_terminal([sys.executable, "-c", PROGRESS_SCRIPT, "--library-only"])
+    assert code == 0
+    assert "tokenize: started (20 samples)" in output and "━" not in output and "\x1b[" not in output
+
+
 NESTED_SCRIPT = """
 from xllm_cli import console
-from xllm_cli.progress import progress
+from xllm_cli.cli import console as terminal
+from xllm_cli.console import progress
+terminal.install()
 with progress("train", total=2, unit="steps") as advance:
     for _ in range(2):
         with progress("tokenize [batch]", total=3) as inner:  # markup-like text is shown as is
@@ -197,7 +209,7 @@ def test_progress_is_silent_on_other_ranks():
 
 
 def test_progress_line_is_not_claimed_done_after_a_failure(capsys):
-    from xllm_cli.progress import progress
+    from xllm_cli.console import progress
 
     console.configure()
     with pytest.raises(ValueError), progress("fuse", total=4, unit="shards") as advance:
@@ -214,11 +226,11 @@ def noise_filters():
     """Apply the CLI's filters for one test and take the logging ones off again afterwards."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        console.filter_library_noise()
+        terminal.filter_library_noise()
         yield caught
-    for name in console.NOISY_LOG_MESSAGES:
+    for name in terminal.NOISY_LOG_MESSAGES:
         logger = logging.getLogger(name)
-        for log_filter in [f for f in logger.filters if isinstance(f, console._DropMessages)]:
+        for log_filter in [f for f in logger.filters if isinstance(f, terminal._DropMessages)]:
             logger.removeFilter(log_filter)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_xllm
-from xllm_cli.app import main
+from xllm_cli.cli.app import main
 
 SECRET = "hf_QUANTIZE_SECRET_777"
 # The tiny model's layers are 64 and 128 wide: groups of 32 fit both.
@@ -128,7 +128,7 @@ def test_quantized_model_pushed_to_the_hub_arrives_complete(capsys, tiny_model, 
 def test_without_the_gptq_backend_quantize_says_what_to_install(tiny_model, tmp_path):
     hide_and_run = (
         "import sys; sys.modules['gptqmodel'] = None\n"
-        "from xllm_cli.app import main\n"
+        "from xllm_cli.cli.app import main\n"
         f"main(['quantize', '--model-name-or-path', {str(tiny_model)!r}])\n"
     )
     result = subprocess.run(

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_xllm
-from xllm_cli.config.fields import XllmConfig
 from xllm_cli.data.prepare import prepare_dataset
 from xllm_cli.errors import ConfigError, XllmError
 from xllm_cli.registry import _in_process, load, register
+from xllm_cli.settings import XllmConfig
 
 GOOD_DATASET = """
 class Data:

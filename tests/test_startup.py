@@ -1,6 +1,6 @@
 """Fast start: help, --show-config, validation errors, plugin listing and completion import no heavy library.
 
-Each case runs ``xllm_cli.app.main`` in a fresh interpreter that reports, at exit, which heavy modules got imported.
+Each case runs ``xllm_cli.cli.app.main`` in a fresh interpreter that reports, at exit, which heavy modules got imported.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def report():
     with open(os.environ["HEAVY_IMPORTS_REPORT"], "w") as out:
         json.dump(loaded, out)
 atexit.register(report)
-from xllm_cli.app import main
+from xllm_cli.cli.app import main
 main(sys.argv[1:])
 """
 
@@ -30,7 +30,7 @@ main(sys.argv[1:])
 def steps() -> list[str]:
     import typer
 
-    from xllm_cli.app import app
+    from xllm_cli.cli.app import app
 
     return sorted(typer.main.get_command(app).commands)
 

@@ -1,6 +1,6 @@
 """``xllm train`` on the tiny model: full fine-tuning, LoRA, QLoRA, the final save, and bad input.
 
-Training runs go through ``xllm_cli.app.main`` in-process (the same code path as the binary, without paying the
+Training runs go through ``xllm_cli.cli.app.main`` in-process (the same code path as the binary, without paying the
 library imports again for every run). Each run repeats a few short samples with a high learning rate, so a working
 training loop must bring the loss well down within a few dozen steps.
 """
@@ -13,7 +13,7 @@ from statistics import mean
 
 import pytest
 
-from xllm_cli.app import main
+from xllm_cli.cli.app import main
 from xllm_cli.data.demo import demo_records
 
 SECRET = "hf_do_not_print_this_token"
@@ -188,7 +188,7 @@ def test_stabilize_keeps_norms_in_fp32_and_casts_both_lora_matrices_embeddings_a
     import torch
     from transformers import AutoModelForCausalLM
 
-    from xllm_cli.config.fields import XllmConfig
+    from xllm_cli.settings import XllmConfig
     from xllm_cli.training.lora import apply_lora, stabilize
 
     config = XllmConfig(model_name_or_path=str(lora_model), apply_lora=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_train import assert_loss_falls, lora_model, run_train, write_training_data  # noqa: F401 (fixture)
-from xllm_cli.config.sources import resolve_config
+from xllm_cli.settings import resolve_config
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "XllmConfig": "xllm_cli.config.fields",
-    "resolve_config": "xllm_cli.config.sources",
+    "XllmConfig": "xllm_cli.settings.config",
+    "resolve_config": "xllm_cli.settings.sources",
     "register": "xllm_cli.registry",
     "train": "xllm_cli.training.run",
     "create_tiny_model": "xllm_cli.tiny",

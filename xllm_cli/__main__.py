@@ -1,4 +1,4 @@
-from xllm_cli.app import main
+from xllm_cli.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -12,9 +12,9 @@
     if __name__ == "__main__":
         cli_run_train(config_cls=MyConfig, train_dataset=samples)
 
-Arguments are read exactly as ``xllm train`` reads them (``--kebab-case`` or the original ``--snake_case Value``
-spelling, ``--local_rank=N`` from the deepspeed launcher, ``--config FILE``, env, ``.env``), fields of your subclass
-included.
+The command line is parsed by the very command ``xllm train`` runs (``--kebab-case`` or the original ``--snake_case
+Value`` spelling, ``--local_rank=N`` from the deepspeed launcher, ``--config FILE``, ``--help``, ``--show-config``,
+``--quiet``, env, ``.env``), with the fields of your subclass as options of their own.
 """
 
 from __future__ import annotations
@@ -24,23 +24,35 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xllm_cli.config.fields import XllmConfig
+from xllm_cli.cli import console
+from xllm_cli.cli.argv import bool_fields_of, normalize_argv
+from xllm_cli.cli.errors import describe
+from xllm_cli.cli.steps import run_step
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.run import train
 
 __all__ = ["cli_run_train", "config_from_argv", "train"]
 
 
-def config_from_argv(config_cls: type[XllmConfig] = XllmConfig, argv: Sequence[str] | None = None) -> Any:
-    """Resolve ``config_cls`` from command-line arguments and every other source, as the CLI does."""
-    from xllm_cli.config.argv import normalize_argv, parse_extra_flags
-    from xllm_cli.config.sources import resolve_config
+def _run_train_command(config_cls: type[XllmConfig], argv: Sequence[str] | None, runner: Any) -> Any:
+    """``xllm train``'s command on ``argv`` with ``runner`` as its body; a failure ends the script with the CLI's one
+    line and exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    console.install(verbose=bool({"--verbose", "-v"} & set(args)))
+    try:
+        result = run_step("train", normalize_argv(args, bool_fields_of(config_cls)), config_cls, runner)
+    except BaseException as error:  # noqa: BLE001 - the same table as the CLI
+        if isinstance(error, SystemExit):
+            raise
+        raise SystemExit(console.report(describe(error), error)) from None
+    return None if isinstance(result, int) else result  # an int: --help or --show-config answered
 
-    fields = config_cls.model_fields
-    bool_fields = [name for name, info in fields.items() if info.annotation in (bool, bool | None)]
-    args = normalize_argv(list(sys.argv[1:] if argv is None else argv), bool_fields)
-    config_file, args = _take_option(args, "--config")
-    flags = parse_extra_flags(args, fields, known_flags=["--config"])
-    return resolve_config(flags, config_file=config_file, config_cls=config_cls).config
+
+def config_from_argv(config_cls: type[XllmConfig] = XllmConfig, argv: Sequence[str] | None = None) -> Any:
+    """``config_cls`` resolved from the command line and every other source, exactly as ``xllm train`` resolves it.
+
+    Returns None when the command line only asked for ``--help`` or ``--show-config`` (answered on the terminal)."""
+    return _run_train_command(config_cls, argv, runner=lambda config: config)
 
 
 def cli_run_train(
@@ -48,41 +60,10 @@ def cli_run_train(
     train_dataset: Sequence[dict[str, Any]] | None = None,
     eval_dataset: Sequence[dict[str, Any]] | None = None,
     argv: Sequence[str] | None = None,
-) -> Path:
+) -> Path | None:
     """Parse the command line into ``config_cls`` and train on ``train_dataset`` (or the prepared files).
 
-    A bad argument or setting ends the script with one clear line and the CLI's exit code, like ``xllm train``.
-    """
-    from xllm_cli import console
-    from xllm_cli.errors import XllmError
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    verbose = bool({"--verbose", "-v"} & set(args))
-    args = [arg for arg in args if arg not in ("--verbose", "-v")]
-    console.configure(verbose=verbose)
-    if not verbose:
-        console.filter_library_noise()  # the same quiet output as `xllm train`
-    try:
-        config = config_from_argv(config_cls, args)
-        return train(config, train_dataset=train_dataset, eval_dataset=eval_dataset)
-    except XllmError as failure:
-        console.error(str(failure), hint=failure.hint)
-        raise SystemExit(failure.exit_code) from None
-
-
-def _take_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
-    """(value of ``name``, the other arguments); accepts ``name value`` and ``name=value``."""
-    rest: list[str] = []
-    value: str | None = None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == name and i + 1 < len(args):
-            value, i = args[i + 1], i + 2
-            continue
-        if arg.startswith(name + "="):
-            value = arg.partition("=")[2]
-        else:
-            rest.append(arg)
-        i += 1
-    return value, rest
+    Returns the folder of the final model, or None when the command line asked for ``--help``/``--show-config``."""
+    return _run_train_command(
+        config_cls, argv, runner=lambda config: train(config, train_dataset=train_dataset, eval_dataset=eval_dataset)
+    )

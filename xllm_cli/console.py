@@ -1,15 +1,38 @@
-"""What the user sees: one rich console on stderr for messages, plain lines when not on a terminal or --quiet."""
+"""What the library tells its user: progress lines, warnings and progress, from the main process only.
+
+The library writes through an ``Output``: plain lines on stderr by default (a script using the Python API, a CI log),
+or whatever the command line installs (``cli/console.py``: colours and live progress bars on a terminal). Nothing here
+imports a terminal library.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
-from typing import Any
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
-_state = {"verbose": False, "quiet": False}
-_console: Any = None
+PLAIN_INTERVAL_S = 30.0  # plain progress with an unknown total: at most one line per this many seconds
+PLAIN_STEPS = 10  # plain progress with a known total: one line per tenth
+
+
+class Advance(Protocol):
+    def __call__(self, n: float = 1, **fields: Any) -> None: ...
+
+
+class Output(Protocol):
+    """Where messages go. ``kind`` is ``info``, ``warn`` or ``step`` (a stage of a step starts)."""
+
+    live: bool  # progress is drawn live (a terminal); library code may then leave other libraries' bars on
+
+    def line(self, kind: str, message: str) -> None: ...
+
+    def progress(self, description: str, total: float | None, unit: str) -> AbstractContextManager[Advance]: ...
+
+
+_state: dict[str, Any] = {"verbose": False, "quiet": False}
 
 
 def configure(verbose: bool = False, quiet: bool = False) -> None:
@@ -26,79 +49,124 @@ def quiet() -> bool:
 
 
 def is_main_process() -> bool:
-    """Rank 0 of a distributed run (or a single process): the only one that prints and writes."""
+    """Global rank 0 (or a single process): the one that prints, writes shared files and pushes.
+
+    Launchers (torchrun, deepspeed, accelerate) set ``RANK`` before the process starts, so this is right before and
+    after torch.distributed is initialised."""
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
 
 
-def fancy() -> bool:
-    """Live progress bars only on a terminal and without --quiet; CI logs get plain lines."""
-    return sys.stderr.isatty() and not _state["quiet"]
+def is_local_main_process() -> bool:
+    """Rank 0 on this node: the one that prepares node-local files (a cache on a disk other nodes do not see)."""
+    return os.environ.get("LOCAL_RANK", "0") in ("0", "")
 
 
-def console():
-    global _console
-    if _console is None:
-        from rich.console import Console
+def format_fields(fields: dict[str, Any]) -> str:
+    return " ".join(
+        f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}" for name, value in fields.items()
+    )
 
-        _console = Console(stderr=True, highlight=False, soft_wrap=True)
-    return _console
+
+def format_count(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+class PlainOutput:
+    """Plain lines on stderr: one per message, progress at each tenth of its total and once when done."""
+
+    live = False
+
+    def line(self, kind: str, message: str) -> None:
+        prefix = {"warn": "warning: ", "step": "==> "}.get(kind, "")
+        print(prefix + message, file=sys.stderr, flush=True)
+
+    @contextmanager
+    def progress(self, description: str, total: float | None, unit: str) -> Iterator[Advance]:
+        start = time.monotonic()
+        state: dict[str, Any] = {"done": 0.0, "fields": {}, "next_step": 1, "last_line": start}
+
+        def text() -> str:
+            count = format_count(state["done"])
+            if total:
+                count = f"{count}/{format_count(total)} {unit} ({100 * state['done'] / total:.0f}%)"
+            else:
+                count = f"{count} {unit}"
+            extra = format_fields(state["fields"])
+            return f"{description}: {count}" + (f" {extra}" if extra else "")
+
+        def advance(n: float = 1, **fields: Any) -> None:
+            state["done"] += n
+            state["fields"].update(fields)
+            now = time.monotonic()
+            if total:
+                reached = int(PLAIN_STEPS * state["done"] / total)
+                if reached < state["next_step"] or state["done"] >= total:
+                    return  # the final line comes after the work
+                state["next_step"] = reached + 1
+            elif now - state["last_line"] < PLAIN_INTERVAL_S:
+                return
+            state["last_line"] = now
+            self.line("info", text())
+
+        self.line("info", f"{description}: started" + (f" ({format_count(total)} {unit})" if total else ""))
+        yield advance  # after a failure nothing more is printed: the work is not done
+        self.line("info", text() + f" done in {time.monotonic() - start:.1f}s")
+
+
+_output: list[Output] = [PlainOutput()]
+
+
+def use(output: Output) -> None:
+    """Send every message from now on to ``output`` (the command line installs its terminal output)."""
+    _output[0] = output
+
+
+def live() -> bool:
+    """Progress is drawn live on a terminal (and not --quiet)."""
+    return _output[0].live and not _state["quiet"]
 
 
 def info(message: str) -> None:
     """A progress or result line, from the main process only, silenced by --quiet."""
-    if _state["quiet"] or not is_main_process():
-        return
-    console().print(message, markup=False) if not fancy() else console().print(message)
+    if not _state["quiet"] and is_main_process():
+        _output[0].line("info", message)
 
 
 def warn(message: str) -> None:
+    if is_main_process():
+        _output[0].line("warn", message)
+
+
+def step(message: str) -> None:
+    """Announce a stage of a step (``==> message`` in plain output), main process only."""
+    if is_main_process():
+        _output[0].line("step", message)
+
+
+def _ignore(n: float = 1, **fields: Any) -> None:
+    return None
+
+
+@contextmanager
+def progress(description: str, total: float | None = None, unit: str = "it") -> Iterator[Advance]:
+    """Show progress of ``description`` (``total`` units if known); yields ``advance(n=1, **fields)``.
+
+    On a terminal a live bar; otherwise (CI logs, pipes, ``--quiet``) a plain line at each tenth of ``total`` (or every
+    ``PLAIN_INTERVAL_S`` seconds when the total is unknown) and a final ``done`` line with the elapsed time. Other
+    ranks get a silent no-op."""
     if not is_main_process():
+        yield _ignore
         return
-    console().print(f"[yellow]warning:[/yellow] {message}" if fancy() else f"warning: {message}", markup=fancy())
+    output = _output[0] if not _state["quiet"] else PlainOutput()
+    with output.progress(description, total, unit) as advance:
+        yield advance
 
 
-def error(message: str, hint: str | None = None) -> None:
-    """The one red line of a failure (plus a hint line when one helps)."""
-    from rich.markup import escape
-
-    if sys.stderr.isatty():
-        console().print(f"[bold red]error:[/bold red] {escape(message)}")
-        if hint:
-            console().print(f"[dim]hint: {escape(hint)}[/dim]")
-    else:
-        print(f"error: {message}", file=sys.stderr)
-        if hint:
-            print(f"hint: {hint}", file=sys.stderr)
-
-
-# Library output a user cannot act on, hidden by the CLI unless --verbose. Logger name -> start of the message.
-NOISY_LOG_MESSAGES = {
-    "torchao": "Failed to load ",  # optional CUDA kernels (mxfp8, cutlass) absent from CPU or other-arch builds
-    "torch.utils._pytree": "<enum ",  # torch telling torchao (not the user) a registration is deprecated
-    "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward",  # optional `kernels` package missing
-    "DeepSpeed": "Setting accelerator to CPU",  # a CPU machine has no GPU: not news to its user
-}
-# Deprecation notices raised inside these libraries are addressed to their developers (and to ours), not to users.
-LIBRARY_MODULES = (
-    r"(torch|torchao|transformers|peft|accelerate|datasets|deepspeed|bitsandbytes|gptqmodel|optimum|wandb)(\..*)?"
-)
-DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefix)
-
-
-def filter_library_noise() -> None:
-    """Hide library deprecation warnings and the known log lines above (the CLI calls this unless --verbose)."""
-    for category in DEPRECATIONS:
-        warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
-    for name, prefix in NOISY_LOG_MESSAGES.items():
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) and f.prefix == prefix for f in logger.filters):
-            logger.addFilter(_DropMessages(prefix))
+def track(items: Any, description: str, total: float | None = None, unit: str = "it") -> Iterator[Any]:
+    """Iterate ``items`` with progress shown; ``total`` defaults to ``len(items)`` when it has one."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    with progress(description, total=total, unit=unit) as advance:
+        for item in items:
+            yield item
+            advance()

@@ -27,6 +27,7 @@ from xllm_cli.checkpoint import (
     staged_folder,
 )
 from xllm_cli.errors import ConfigError, XllmError
+from xllm_cli.settings.names import flag
 
 DEFAULT_OUTPUT = "./fused_model"
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
@@ -147,7 +148,7 @@ def stream_merge(adapter: LoraAdapter, base_dir: Path, files: list[str], output:
     """Read the base shard by shard, add the deltas, write shards of ``max_shard_size``; one shard in memory."""
     from safetensors import safe_open
 
-    from xllm_cli.progress import progress
+    from xllm_cli.console import progress
 
     writer = ShardWriter(output, *writer_args)
     merged = 0
@@ -172,15 +173,13 @@ def peft_merge(config: Any, adapter_dir: Path, base_dir: Path, output: Path, dty
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from xllm_cli.progress import step
-
-    step("loading the base model and the adapter with peft")
+    console.step("loading the base model and the adapter with peft")
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, trust_remote_code=config.trust_remote_code)
     tokenizer_size = _adapter_tokenizer_size(adapter_dir)
     if tokenizer_size and tokenizer_size > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(tokenizer_size)  # training added tokens; the adapter's embeddings match
     model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    step("saving the merged model")
+    console.step("saving the merged model")
     if config.save_safetensors:
         model.save_pretrained(output, max_shard_size=config.max_shard_size)
         return
@@ -272,16 +271,10 @@ def resolve_base(config: Any) -> Path:
 
 def fuse(config: Any) -> Path:
     """Merge the adapter into ``model_name_or_path``; write ``fused_model_local_path``; push when asked."""
-    from xllm_cli.config.validation import check_for_command
-
-    try:  # the CLI checked this already; a Python caller gets the same message
-        check_for_command(config, "fuse")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    if not (config.lora_hub_model_id or config.lora_model_local_path):
+        raise ConfigError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")
     dtype = merge_dtype(config)
     dtype_name = str(dtype).removeprefix("torch.")
-    if config.load_in_4bit or config.load_in_8bit:
-        console.warn(f"fuse ignores --load-in-4bit/--load-in-8bit: the adapter is merged into the {dtype_name} base")
     writer_args = (parse_shard_size(config.max_shard_size), config.save_safetensors)
     adapter_dir = resolve_adapter(config)
     base_dir = resolve_base(config)

@@ -115,7 +115,7 @@ def _fetch(repo_id: str, files: list[str], sizes: dict[str, int], revision: str,
     total = sum(sizes.get(name, 0) for name in files)
     console.info(f"downloading {len(files)} files ({total / 2**20:,.1f} MiB) of {repo_id}: {', '.join(files)}")
     bars_were_off = are_progress_bars_disabled()
-    if not (console.fancy() and console.is_main_process()):
+    if not (console.live() and console.is_main_process()):
         disable_progress_bars()  # plain logs: the file list above and the result line below say enough
     try:
         # Exact names as patterns: ``fnmatch`` on a name without wildcards matches only that name.

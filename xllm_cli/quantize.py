@@ -123,7 +123,7 @@ def run_gptq(config: Any, model_path: Path, tokenizer: Any, samples: list[list[i
     """Quantize with gptqmodel, layer by layer (progress per layer), and save the packed checkpoint to ``output``."""
     import torch
 
-    from xllm_cli.progress import progress
+    from xllm_cli.console import progress
 
     # gptqmodel's CPU worker pool: its default is a single worker on a 2-core machine, which stalls quantization.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, min(12, ((os.cpu_count() or 2) + 1) // 2))))
@@ -189,9 +189,7 @@ def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: li
     import torch
     from transformers import AutoModelForCausalLM
 
-    from xllm_cli.progress import step
-
-    step(f"measuring perplexity on {len(held_out)} held-out samples")
+    console.step(f"measuring perplexity on {len(held_out)} held-out samples")
     device_map = "auto" if torch.cuda.is_available() else None
     dtype = torch.float32 if not torch.cuda.is_available() or config.force_fp32 else torch.float16
     results: dict[str, Any] = {}

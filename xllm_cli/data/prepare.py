@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from xllm_cli import console
+from xllm_cli.console import Advance, progress
 from xllm_cli.data.base import check_training_sample
 from xllm_cli.errors import ConfigError, DataError
-from xllm_cli.progress import Advance, progress
 
 # The largest chunk of the train file held in memory while shuffling.
 BUCKET_BYTES = 32 * 2**20

@@ -15,7 +15,7 @@ from xllm_cli import console
 
 
 class ProgressCallback(TrainerCallback):
-    """Training progress through the shared ``xllm_cli.progress`` display (a rich bar on a terminal, a plain line per
+    """Training progress through the shared ``xllm_cli.console.progress`` display (a rich bar on a terminal, a plain line per
     tenth otherwise), showing the latest loss, learning rate and non-padding tokens per second."""
 
     def __init__(self) -> None:
@@ -30,7 +30,7 @@ class ProgressCallback(TrainerCallback):
         return (state.num_input_tokens_seen - self.first_tokens) / elapsed if elapsed > 0 else 0.0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from xllm_cli.progress import progress
+        from xllm_cli.console import progress
 
         self.started = time.perf_counter()
         self.first_tokens = state.num_input_tokens_seen

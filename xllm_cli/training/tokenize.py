@@ -27,6 +27,7 @@ from xllm_cli import console
 from xllm_cli.collators.packing import pack_features, plan_rows
 from xllm_cli.data.base import check_training_sample, iter_jsonl, read_prepared
 from xllm_cli.errors import DataError
+from xllm_cli.settings.sections import PLUGIN_SECTION, section_of
 
 CACHE_FORMAT = 1
 CHUNK = 1000
@@ -145,7 +146,7 @@ def cache_key(path: Path, dataset: Any, collator: Any, config: Any) -> str:
         name: getattr(config, name)
         for name in type(config).model_fields
         if name not in _FILE_ONLY_FIELDS
-        and (config.entity_of(name) == "dataset" or config.entity_of(name).startswith("plugin:"))
+        and (section_of(type(config), name) == "data" or section_of(type(config), name).startswith(PLUGIN_SECTION))
     }
     identity = {
         "format": CACHE_FORMAT,

@@ -1,12 +1,16 @@
-"""``xllm plugins``: every registered dataset, collator, trainer and experiment key, and who provides it."""
+"""The commands beside the four steps: ``xllm plugins`` (what is installed) and ``xllm tiny`` (a model to try things
+on). Each is a thin layer over a library function."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-KINDS = ("datasets", "collators", "trainers", "experiments")
+from xllm_cli.registry import GROUPS
+
+KINDS = tuple(GROUPS)
 
 
 def plugins(
@@ -37,11 +41,10 @@ def plugins(
 
 
 def _print_settings(kind: str, key: str) -> None:
-    """The settings a plugin declares (its ``settings_model``): the help its flags cannot show in ``--help``, which
-    must stay fast and therefore never imports a plugin."""
-    from xllm_cli.config.sources import env_names
-    from xllm_cli.config.validation import flag
+    """The settings a plugin declares (its ``settings_model``), imported on purpose: ``--help`` shows them only when
+    the plugin is selected, and must stay fast."""
     from xllm_cli.registry import load, plugin_settings
+    from xllm_cli.settings.names import env_names, flag
 
     load(kind, key)  # unknown key, import failure, contract: the usual one-line errors
     model = plugin_settings(kind, key)
@@ -54,5 +57,18 @@ def _print_settings(kind: str, key: str) -> None:
             print(f"      {info.description}")
 
 
+def tiny(
+    path: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer to.")],
+    hidden_size: Annotated[int, typer.Option(help="Hidden size.")] = 64,
+    num_layers: Annotated[int, typer.Option(help="Decoder layers.")] = 2,
+) -> None:
+    """Create a tiny model (random weights, a tokenizer built locally) loadable like any checkpoint. No network."""
+    from xllm_cli.tiny import create_tiny_model
+
+    create_tiny_model(path, hidden_size=hidden_size, num_layers=num_layers)
+    print(f"tiny model written to {path} (use --model-name-or-path {path})")
+
+
 def register(app: typer.Typer) -> None:
     app.command(name="plugins")(plugins)
+    app.command(name="tiny")(tiny)

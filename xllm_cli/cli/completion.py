@@ -1,6 +1,6 @@
 """Value completion for flags, so TAB offers values and not only flag names.
 
-What completes how (``completer_for`` wires the first three into each step's options, see commands/common.py):
+What completes how (``completer_for`` wires the first three into each step's options, see cli/options.py):
 
 - ``--dataset-key``, ``--collator-key``, ``--trainer-key``, ``--experiment-key``: the registry's keys, built-ins and
   installed plugins, read from entry-point metadata (no plugin is imported); zsh and fish show the providing package.
@@ -11,7 +11,7 @@ What completes how (``completer_for`` wires the first three into each step's opt
   file and folder completion (bash ``complete -o default``, zsh ``_files``, fish's file list).
 
 This runs on every TAB press, so it imports nothing heavy: the registry reads metadata only, and the optimizer names
-are a copy (``_optimizers.py``) that a test keeps equal to transformers' list.
+are a copy (``cli/optimizers.py``) that a test keeps equal to transformers' list.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _fixed(choices: list[str]) -> Completer:
 def optimizer_names() -> list[str]:
     # transformers' OptimizerNames values, listed here because importing transformers costs seconds per TAB.
     # tests/test_completion.py checks this list against transformers so it cannot drift.
-    from xllm_cli._optimizers import OPTIMIZER_NAMES
+    from xllm_cli.cli.optimizers import OPTIMIZER_NAMES
 
     return OPTIMIZER_NAMES
 

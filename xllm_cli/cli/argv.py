@@ -7,33 +7,35 @@ launcher appends ``--local_rank=3``. These are rewritten to ``--deepspeed-stage 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
-from xllm_cli.errors import ConfigError, did_you_mean
+from xllm_cli.errors import ConfigError
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
 
 
-def config_bool_fields() -> list[str]:
-    from xllm_cli.config.fields import XllmConfig
-
-    return [name for name, info in XllmConfig.model_fields.items() if info.annotation in (bool, bool | None)]
+def bool_fields_of(config_cls: type) -> list[str]:
+    return [name for name, info in config_cls.model_fields.items() if info.annotation in (bool, bool | None)]
 
 
 def normalize_argv(argv: list[str], bool_fields: Iterable[str] | None = None) -> list[str]:
     """Rewrite snake_case flags to kebab-case and ``--flag True/False`` (or ``=True``) to ``--flag/--no-flag``.
 
-    ``bool_fields`` defaults to XllmConfig's; the model is only loaded when a token could be a boolean's value, so
-    ``xllm --help`` does not pay for it.
+    ``bool_fields`` defaults to XllmConfig's; the settings are only imported when a token could be a boolean's value,
+    so ``xllm --help`` does not pay for them.
     """
     bool_flags: set[str] | None = None
 
     def is_bool_flag(name: str) -> bool:
         nonlocal bool_flags
         if bool_flags is None:
-            names = config_bool_fields() if bool_fields is None else bool_fields
+            if bool_fields is None:
+                from xllm_cli.settings.sections import FIELDS
+
+                names: Iterable[str] = [name for name, info in FIELDS.items() if info.annotation in (bool, bool | None)]
+            else:
+                names = bool_fields
             bool_flags = {"--" + field.replace("_", "-") for field in names}
         return name in bool_flags
 
@@ -80,31 +82,3 @@ def _local_rank_after_step(args: list[str]) -> list[str]:
     if not leading or i >= len(args):
         return args
     return [args[i], *leading, *args[i + 1 :]]
-
-
-def parse_extra_flags(args: list[str], fields: Mapping[str, Any], known_flags: Iterable[str]) -> dict[str, Any]:
-    """Parse flags of plugin settings, which Typer does not know about, into ``{field: raw value}``."""
-    by_flag = {"--" + name.replace("_", "-"): name for name in fields}
-    values: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        name, eq, value = arg.partition("=")
-        negated = name.startswith("--no-") and "--" + name[5:] in by_flag
-        field = by_flag.get("--" + name[5:] if negated else name)
-        if field is None:
-            candidates = [*by_flag, *known_flags]
-            what = "unexpected argument" if not arg.startswith("-") else "no such option"
-            raise ConfigError(f"{what} '{name}'{did_you_mean(name, candidates)}")
-        annotation = fields[field].annotation
-        if annotation is bool or annotation == (bool | None):
-            values[field] = not negated
-            continue
-        if not eq:
-            if i >= len(args):
-                raise ConfigError(f"{name} needs a value")
-            value = args[i]
-            i += 1
-        values[field] = value
-    return values

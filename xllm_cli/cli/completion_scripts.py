@@ -1,6 +1,6 @@
 """Writes (or checks) the ready-made shell completion scripts in ``completions/``.
 
-``make completions`` runs ``python -m xllm_cli.completion_scripts completions``; ``--check`` exits 1 when a file is
+``make completions`` runs ``python -m xllm_cli.cli.completion_scripts completions``; ``--check`` exits 1 when a file is
 stale instead of writing it. The scripts come from the same Typer/click machinery as ``xllm --show-completion``: each
 is a small shell function that asks ``xllm`` itself for candidates (``_XLLM_COMPLETE=complete_<shell> xllm ...``), so
 new flags and plugin keys complete without regenerating anything.

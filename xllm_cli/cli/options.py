@@ -1,0 +1,164 @@
+"""A step's command, built from the settings it reads: one ``--kebab-case`` option per field, grouped by section.
+
+Options default to None so that only what the user typed counts as a flag and the lower sources (env, .env, config
+file) still apply. The help is plain text in the terminal's width (click's formatter, no rich tables): it reads well at
+80 columns and renders in milliseconds.
+
+Nothing heavy is imported here: this runs for ``--help`` and for every TAB press.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+
+import typer
+from pydantic import SecretStr
+
+from xllm_cli.cli.completion import completer_for
+from xllm_cli.settings.names import flag
+
+MAIN_PANEL = "Main options"
+METAVARS = {int: "INT", float: "FLOAT", str: "TEXT"}
+RUN_PANEL = "Run"
+PATH_FIELDS = {
+    "deepspeed_config_path",
+    "path_to_env_file",
+    "dataset_source",
+    "train_local_path_to_data",
+    "eval_local_path_to_data",
+    "tokenizer_name_or_path",
+    "model_name_or_path",
+    "output_dir",
+    "resume_from_checkpoint",
+    "lora_model_local_path",
+    "fused_model_local_path",
+    "quantization_dataset_id",
+    "quantized_model_path",
+}
+# Options of every step that are not settings: how to run, not what to do.
+RUN_OPTIONS: dict[str, Any] = {
+    "config_file": Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            help="YAML, TOML or JSON file of settings (lowest priority after defaults).",
+            rich_help_panel=RUN_PANEL,
+            dir_okay=False,
+            metavar="FILE",
+        ),
+    ],
+    "show_config": Annotated[
+        bool,
+        typer.Option(
+            "--show-config", help="Print the resolved settings and their sources, then exit.", rich_help_panel=RUN_PANEL
+        ),
+    ],
+    "verbose": Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks and library warnings.", rich_help_panel=RUN_PANEL)
+    ],
+    "quiet": Annotated[
+        bool, typer.Option("--quiet", "-q", help="Plain output, no progress bars.", rich_help_panel=RUN_PANEL)
+    ],
+}
+
+
+def _plain_type(annotation: Any) -> tuple[Any, list[str] | None]:
+    """(click-friendly python type, choices) for a field annotation."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, types.UnionType) and args:
+        annotation = args[0]
+    if get_origin(annotation) is Literal:
+        return str, [str(choice) for choice in get_args(annotation)]
+    if annotation is SecretStr:
+        return str, None
+    return annotation, None
+
+
+def shown_default(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, str):
+        return repr(value) if value.strip() != value or not value else value
+    return str(value)
+
+
+def field_option(name: str, info: Any, panel: str) -> inspect.Parameter:
+    """The option of one setting (``info`` is its pydantic field), defaulting to None: not typed on the command line."""
+    python_type, choices = _plain_type(info.annotation)
+    secret = python_type is str and info.annotation is not str and "SecretStr" in str(info.annotation)
+    decls = [f"{flag(name)}/--no-{flag(name)[2:]}"] if python_type is bool else [flag(name)]
+    kwargs: dict[str, Any] = {
+        "help": info.description,
+        "rich_help_panel": panel,
+        "show_default": shown_default(info.default),
+    }
+    if choices:
+        python_type = Literal[tuple(choices)]  # Typer turns a Literal into a click.Choice
+    elif python_type is not bool:
+        kwargs["metavar"] = "SECRET" if secret else METAVARS.get(python_type, "TEXT")
+    completer = completer_for(name)
+    if completer is not None:
+        kwargs["autocompletion"] = completer
+    elif name in PATH_FIELDS:
+        python_type = Path  # the shell completes file and folder names; converted back to str by the command
+        kwargs["metavar"] = "PATH"
+    annotation = Annotated[Optional[python_type], typer.Option(*decls, **kwargs)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+class StepCommand(typer.core.TyperCommand):
+    """Plain help, grouped by panel: the step's main options first, then each section, then how to run."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.format_usage(ctx, formatter)
+        self.format_help_text(ctx, formatter)
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                panel = getattr(param, "rich_help_panel", None) or RUN_PANEL
+                panels.setdefault(panel, []).append(_plain_record(param, record))
+        order = [MAIN_PANEL, *(p for p in panels if p not in (MAIN_PANEL, RUN_PANEL)), RUN_PANEL]
+        for panel in order:
+            if panel in panels:
+                with formatter.section(panel):
+                    formatter.write_dl(panels[panel])
+
+
+def _plain_record(param: Any, record: tuple[str, str]) -> tuple[str, str]:
+    """click's help record without type-name noise for flags and with ``[default: x]`` unquoted."""
+    decls, help_text = record
+    if getattr(param, "secondary_opts", None):
+        decls = " / ".join(param.opts + param.secondary_opts)
+    shown = getattr(param, "show_default", None)
+    if isinstance(shown, str):
+        help_text = help_text.replace(f"[default: ({shown})]", f"[default: {shown}]")
+    return decls, help_text
+
+
+def build_command(
+    name: str, help: str, fields: list[tuple[str, Any, str]], callback: Callable[..., Any]
+) -> typer.core.TyperCommand:
+    """The command of step ``name``: the run options, then one option per (setting, pydantic field, help panel),
+    calling ``callback(ctx, **values)``."""
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for option, annotation in RUN_OPTIONS.items():
+        default = None if option == "config_file" else False
+        parameters.append(
+            inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
+    parameters += [field_option(field, info, panel) for field, info, panel in fields]
+
+    def command(ctx: typer.Context, **values: Any) -> Any:
+        return callback(ctx, **values)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+    context = {"help_option_names": ["-h", "--help"]}
+    app.command(name=name, help=help, cls=StepCommand, no_args_is_help=False, context_settings=context)(command)
+    return typer.main.get_command(app)

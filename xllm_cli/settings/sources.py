@@ -1,0 +1,132 @@
+"""Where settings come from, highest first: flags > environment > .env > --config file > defaults.
+
+Every source is read into a plain ``{field: value}`` layer (``layers.py``) so the resolved configuration can tell where
+each value came from (``--show-config``), and so a typo is caught with the closest valid name instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from xllm_cli import console
+from xllm_cli.errors import ConfigError, did_you_mean
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.settings.layers import Layer, line_of, merged, read_dotenv, read_layers, read_variables
+from xllm_cli.settings.names import ENV_PREFIX, env_names, flag
+from xllm_cli.settings.plugins import with_plugin_settings
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def reject_unknown(layers: Mapping[str, Layer], fields: Iterable[str]) -> None:
+    """One line for the first setting that matches no field, naming its source, line and the closest name."""
+    fields = list(fields)
+    for origin, layer in layers.items():
+        for key in layer.values:
+            if key in fields:
+                continue
+            if origin == "config file":
+                line = line_of(layer.path, rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[:=]")
+                where = f"{layer.path}:{line}" if line else str(layer.path)
+                raise ConfigError(f"{where}: unknown setting '{key}'{did_you_mean(key, fields)}")
+            if origin == "flag":
+                raise ConfigError(f"unknown setting '{key}'{did_you_mean(key, fields)}")
+            env_key = ENV_PREFIX + key.upper()
+            known = [ENV_PREFIX + name.upper() for name in fields]
+            message = f"unknown setting {env_key}{did_you_mean(env_key, known)}"
+            if origin == ".env":
+                line = line_of(layer.path, rf"^\s*(export\s+)?{re.escape(env_key)}\s*=", flags=re.IGNORECASE)
+                raise ConfigError(f"{layer.path}:{line}: {message}" if line else f"{layer.path}: {message}")
+            # The process environment is shared with other tools: warn, don't stop.
+            console.warn(f"environment: {message}")
+
+
+class _LayerSource(PydanticBaseSettingsSource):
+    """Adapts one of the readers above to pydantic-settings, for ``XllmConfig()`` built directly in Python."""
+
+    def __init__(self, settings_cls: type[BaseSettings], read: Callable[[], dict[str, Any]]):
+        super().__init__(settings_cls)
+        self._read = read
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._read()
+
+
+def environment_sources(settings_cls: type[BaseSettings], init_kwargs: Mapping[str, Any]) -> tuple:
+    fields = settings_cls.model_fields
+
+    def env() -> dict[str, Any]:
+        return {k: v for k, v in read_variables(os.environ).items() if k in fields}
+
+    def dotenv() -> dict[str, Any]:
+        path = Path(init_kwargs.get("path_to_env_file") or env().get("path_to_env_file") or ".env")
+        layer = read_dotenv(path)
+        reject_unknown({".env": Layer(layer, path)}, fields)
+        return layer
+
+    return _LayerSource(settings_cls, env), _LayerSource(settings_cls, dotenv)
+
+
+@dataclass
+class ResolvedConfig:
+    """The validated configuration and, for each field, the source its value came from."""
+
+    config: Any
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+
+def resolve_config(
+    flags: Mapping[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_cls: type[C] = XllmConfig,  # type: ignore[assignment]
+    plugin_kinds: Iterable[str] = (),
+) -> ResolvedConfig:
+    """Merge the four sources and validate. Raises ``ConfigError`` with one line on any problem.
+
+    ``plugin_kinds``: the selected plugins of these kinds add their settings (``settings_model``) to ``config_cls``
+    first, so their names are valid in every source.
+    """
+    layers = read_layers(flags or {}, config_file, os.environ if environ is None else environ)
+    values, sources = merged(layers)
+    config_cls = with_plugin_settings(config_cls, values, plugin_kinds)
+    fields = config_cls.model_fields
+    reject_unknown(layers, fields)
+    known = {key: value for key, value in values.items() if key in fields}
+    return ResolvedConfig(validate(config_cls, known, sources), {k: v for k, v in sources.items() if k in fields})
+
+
+def validate(config_cls: type[C], values: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> C:
+    """``model_validate`` without reading the environment again, with pydantic's errors turned into one line."""
+    try:
+        return config_cls.model_validate(dict(values))
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, sources or {})) from None
+
+
+def describe_validation_error(error: ValidationError, sources: Mapping[str, str]) -> str:
+    messages = []
+    for item in error.errors(include_input=False, include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if item["loc"]:
+            name = str(item["loc"][0])
+            origin = sources.get(name)
+            origin = None if origin == "flag" else origin  # the flag name already says where
+            where = {"env": f"env {env_names(name)[0]}", ".env": f".env {env_names(name)[0]}"}.get(origin, origin)
+            message = f"{flag(name)}{f' (from {where})' if where else ''}: {message}"
+        messages.append(message)
+    return "; ".join(messages)
