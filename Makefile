@@ -43,10 +43,11 @@ lock: install
 		--extra gptq --extra dev --constraint lock/cpu.in --output-file $(LOCK) pyproject.toml lock/cpu.in
 	$(PY) docs/generate.py
 
-# Exit code 5 (no tests collected) is a failure too: a suite that runs nothing must not pass. Lint first: it takes a
-# second and keeps main ruff-clean.
+# Exit code 5 (no tests collected) is a failure too: a suite that runs nothing must not pass. Lint and format checks
+# first: they take a second and keep main ruff-clean.
 test: install
 	$(VENV)/bin/ruff check xllm_cli tests bench plugins docs
+	$(VENV)/bin/ruff format --check xllm_cli tests bench plugins docs
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-fast: install

@@ -55,7 +55,9 @@ def main() -> int:
         venv = checkout / ".venv"
         size = folder_gb(venv)
         listed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list"], capture_output=True, text=True)
-        cuda = [line.split()[0] for line in listed.stdout.splitlines() if line.lower().startswith(("nvidia-", "triton"))]
+        cuda = [
+            line.split()[0] for line in listed.stdout.splitlines() if line.lower().startswith(("nvidia-", "triton"))
+        ]
         print(f"make install (cold caches): {seconds:6.1f} s, .venv {size:.2f} GB, CUDA packages: {len(cuda)}")
         ok = size < SIZE_TARGET_GB and not cuda
         if not args.no_baseline:
@@ -67,7 +69,9 @@ def main() -> int:
             pip_install = [str(base / "bin" / "pip"), "install", "--no-deps", "--retries", "1"]
             torch_index = ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]
             baseline = timed([*pip_install, *torch_index, "-r", str(requirements)], root, env)
-            print(f"pip install of the same lock (cold cache): {baseline:6.1f} s  -> make install is {baseline / seconds:.1f}x faster")
+            print(
+                f"pip install of the same lock (cold cache): {baseline:6.1f} s  -> make install is {baseline / seconds:.1f}x faster"
+            )
         print(f"target: .venv < {SIZE_TARGET_GB} GB, no CUDA package: {'met' if ok else 'MISSED'}")
         return 0 if ok else 1
 

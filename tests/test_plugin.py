@@ -73,7 +73,7 @@ def test_a_plugin_selected_by_flag_shows_its_settings_in_help():
     shown = run_xllm("download", "--dataset-key", "counting", "--help")
     assert shown.returncode == 0, shown.stderr
     panel = shown.stdout.split("Plugin counting", 1)[1]
-    assert "--counting-samples" in panel and "[default: (200)]" in panel
+    assert "--counting-samples" in panel and "[default: 200]" in panel
     assert "Plugin counting" not in run_xllm("download", "--help").stdout  # no key, no plugin import
 
 

@@ -68,8 +68,33 @@ def test_own_script_with_config_subclass_and_in_memory_data_takes_launcher_argum
 def test_own_script_bad_argument_is_one_line(tmp_path):
     result = run_script(tmp_path, "--max_stepz", "3")
     assert result.returncode == 2
-    assert "no such option '--max-stepz'; did you mean '--max-steps'?" in result.stderr
+    assert "no such option --max-stepz; did you mean '--max-steps'?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_own_script_answers_help_and_show_config_like_xllm_train(tmp_path):
+    shown = run_script(tmp_path, "--help")
+    assert shown.returncode == 0 and "Your settings:" in shown.stdout and "--answer-prefix TEXT" in shown.stdout
+    assert "--apply-lora / --no-apply-lora" in shown.stdout
+    shown = run_script(tmp_path, "--answer-prefix", "A:", "--quiet", "--show-config")
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "answer_prefix" in line)
+    assert "'A:'" in row and "flag" in row and "Your settings" in row
+
+
+def test_config_from_argv_takes_the_run_options_its_docstring_names(capsys, monkeypatch):
+    from xllm_cli import XllmConfig
+    from xllm_cli.api import config_from_argv
+
+    class MyConfig(XllmConfig):
+        answer_prefix: str = "Answer:"
+
+    config = config_from_argv(MyConfig, ["--answer-prefix", "A:", "--quiet", "--lora_rank", "4"])
+    assert isinstance(config, MyConfig) and (config.answer_prefix, config.lora_rank) == ("A:", 4)
+    assert config_from_argv(MyConfig, ["--help"]) is None
+    assert "--answer-prefix" in capsys.readouterr().out
+    assert config_from_argv(MyConfig, ["--show-config"]) is None
+    assert "answer_prefix" in capsys.readouterr().out
 
 
 def test_push_to_hub_sends_every_checkpoint_adapter_only_to_a_private_repo(

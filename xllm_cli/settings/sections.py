@@ -301,12 +301,22 @@ class HubSettings(Section):
         return self
 
 
-class FuseSettings(Section):
-    key: ClassVar[str] = "fuse"
-    title: ClassVar[str] = "Fuse"
+class AdapterSettings(Section):
+    """The LoRA adapter ``xllm fuse`` merges (``train --fuse-after-training`` merges the one it trained)."""
+
+    key: ClassVar[str] = "adapter"
+    title: ClassVar[str] = "Adapter"
 
     lora_hub_model_id: str | None = setting(None, "Hub id of the LoRA adapter to merge.")
     lora_model_local_path: str | None = setting(None, "Local folder of the LoRA adapter to merge.")
+
+
+class FuseSettings(Section):
+    """Where and how a merged model is written, by ``xllm fuse`` or ``xllm train --fuse-after-training``."""
+
+    key: ClassVar[str] = "fuse"
+    title: ClassVar[str] = "Fuse"
+
     fused_model_local_path: str | None = setting(None, "Where the merged model is written.")
     push_to_hub_bos_add_bos_token: bool = setting(
         False, "When pushing a fused model, upload a tokenizer config with add_bos_token true."
@@ -362,6 +372,7 @@ SECTIONS: tuple[type[Section], ...] = (
     SavingSettings,
     DistributedSettings,
     HubSettings,
+    AdapterSettings,
     FuseSettings,
     GptqSettings,
     TrackingSettings,
@@ -385,6 +396,7 @@ STEP_SECTIONS: dict[str, tuple[type[Section], ...]] = {
         SavingSettings,
         DistributedSettings,
         HubSettings,
+        FuseSettings,
         TrackingSettings,
     ),
     "fuse": (
@@ -392,6 +404,7 @@ STEP_SECTIONS: dict[str, tuple[type[Section], ...]] = {
         ModelSettings,
         TokenizerSettings,
         PrecisionSettings,
+        AdapterSettings,
         FuseSettings,
         SavingSettings,
         HubSettings,
