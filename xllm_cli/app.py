@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         from click.exceptions import NoArgsIsHelpError, UsageError
 
     from xllm_cli import console
+    from xllm_cli.cleanup import Terminated
     from xllm_cli.config.argv import normalize_argv
     from xllm_cli.errors import XllmError
 
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         code = command.main(args=args, prog_name="xllm", standalone_mode=False)
     except Exit as done:
         code = done.exit_code
+    except Terminated as stop:  # SIGTERM during work that removes its partial files first (cleanup.py)
+        console.error("terminated by SIGTERM")
+        code = stop.code
     except Abort:
         console.error("aborted")
         code = 130
