@@ -44,9 +44,10 @@ def console():
     return _console
 
 
-def info(message: str) -> None:
-    """A progress or result line, from the main process only, silenced by --quiet."""
-    if _state["quiet"] or not is_main_process():
+def info(message: str, every_process: bool = False) -> None:
+    """A progress or result line, from the main process only (or from any, for work not every process does),
+    silenced by --quiet."""
+    if _state["quiet"] or not (every_process or is_main_process()):
         return
     console().print(message, markup=False) if not fancy() else console().print(message)
 

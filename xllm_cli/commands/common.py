@@ -24,6 +24,7 @@ COMPLETERS: dict[str, Callable[..., list]] = {}
 PATH_FIELDS = {
     "deepspeed_config_path",
     "path_to_env_file",
+    "cache_dir",
     "dataset_source",
     "train_local_path_to_data",
     "eval_local_path_to_data",

@@ -87,6 +87,11 @@ class XllmConfig(BaseSettings):
     prepare_dataset: bool = setting(
         True, "general", "Prepare the dataset in `download` (and re-prepare calibration data in `quantize`)."
     )
+    cache_dir: str | None = setting(
+        None,
+        "general",
+        "Where xllm caches tokenized data (never beside your data); unset: $XDG_CACHE_HOME/xllm or ~/.cache/xllm.",
+    )
 
     # --- dataset
     dataset_key: str = setting("soda", "dataset", "Dataset class (registry key) that turns a source into samples.")
