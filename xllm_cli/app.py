@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xllm_cli.commands import COMMAND_LINE, download, fuse, plugins, quantize, tiny, train
+from xllm_cli.commands import COMMAND_LINE, cache, download, fuse, plugins, quantize, tiny, train
 
 # The four steps are built on demand: their options come from the settings model, which `xllm --help` and TAB on the
 # step names do not need.
@@ -86,7 +86,7 @@ def root(
     """Fine-tune large language models: download -> train -> fuse -> quantize."""
 
 
-for module in (plugins, tiny):
+for module in (plugins, cache, tiny):
     module.register(app)
 
 
