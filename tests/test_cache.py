@@ -17,9 +17,11 @@ import pytest
 from tests.conftest import run_xllm, user_cache
 from tests.test_train import run_train, write_training_data
 from xllm_cli import registry
+from xllm_cli.app import main
 from xllm_cli.cache import default_cache_dir
 from xllm_cli.cleanup import this_host
 from xllm_cli.collators.lm import LMCollator
+from xllm_cli.data.base import Dataset
 from xllm_cli.data.demo import demo_records
 
 
@@ -138,6 +140,41 @@ def test_sigterm_or_ctrl_c_during_tokenization_removes_the_partial_entry(tiny_mo
     assert len(SignalledCollator.seen_partial) == 1  # there was a partial entry to remove
     assert entries(tokenized(tmp_path)) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the work
+
+
+class SignalledDataset(Dataset):
+    """A source that is stopped by SIGTERM halfway through, as a scheduler stops a job."""
+
+    @classmethod
+    def get_data(cls, config):
+        def samples():
+            for number, record in enumerate(demo_records()):
+                if number == 5:
+                    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "SIGTERM is not handled"
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(5)
+                    raise AssertionError("SIGTERM did not stop the preparation")
+                yield record
+
+        return samples(), None
+
+    def get_sample(self, raw):
+        return raw
+
+
+def test_sigterm_while_preparing_data_keeps_the_earlier_file_and_leaves_no_temporary_file(tiny_model, tmp_path, capsys):
+    registry.register("datasets", "test-signalled", SignalledDataset)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "train.jsonl").write_text('{"text_parts": ["prepared before"]}\n')
+    before = snapshot(prepared)
+    with pytest.raises(SystemExit) as done:
+        main(["download", "--dataset-key", "test-signalled", "--model-name-or-path", str(tiny_model),
+              "--train-local-path-to-data", str(prepared / "train.jsonl")])  # fmt: skip
+    assert done.value.code == 143
+    assert "error: terminated by SIGTERM" in capsys.readouterr().err
+    assert snapshot(prepared) == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_stale_partial_entry_of_a_dead_process_is_cleared_by_the_next_run(tiny_model, tmp_path, capsys):
