@@ -120,7 +120,10 @@ def list_items(setting: str | None) -> list[Item]:
             continue
         kind = classify(path)
         stamp = path / ENTRY_COMPLETE_FILE if kind == "entry" else path
-        items.append(Item(path, kind, folder_size(path), max(0.0, now - stamp.lstat().st_mtime)))
+        try:
+            items.append(Item(path, kind, folder_size(path), max(0.0, now - stamp.lstat().st_mtime)))
+        except FileNotFoundError:  # renamed or removed by a run or another clear meanwhile
+            continue
     return sorted(items, key=lambda item: item.age_seconds)
 
 
@@ -135,6 +138,8 @@ def clear(setting: str | None, older_than_days: float | None = None) -> tuple[li
         if item.removable and not (item.kind == "entry" and too_recent):
             try:
                 shutil.rmtree(item.path)
+            except FileNotFoundError:  # removed by another clear meanwhile
+                pass
             except OSError as error:
                 raise XllmError(f"could not remove {item.path}: {error.strerror or error}") from None
             removed.append(item)
