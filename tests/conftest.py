@@ -52,6 +52,24 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", guarded(real_connect_ex))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_home(tmp_path_factory):
+    """xllm's cache (the user cache folder, XDG_CACHE_HOME) in a session folder, never in the real home: module- and
+    session-scoped fixtures run xllm before any test's own environment exists."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
+def user_cache(tmp_path: Path) -> Path:
+    """Where xllm caches in a test (``_clean_env`` sets XDG_CACHE_HOME): ``<this>/tokenized/`` holds the entries."""
+    return tmp_path / "xdg-cache" / "xllm"
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
     for key in list(os.environ):
@@ -59,6 +77,7 @@ def _clean_env(monkeypatch, tmp_path):
             monkeypatch.delenv(key)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.chdir(tmp_path)

@@ -24,7 +24,7 @@ def xllm(capsys, *args: str) -> tuple[int, str, str]:
 def test_top_level_help_lists_every_step(capsys):
     code, out, _ = xllm(capsys, "--help")
     assert code == 0
-    for step in ("download", "train", "fuse", "quantize", "plugins", "tiny"):
+    for step in ("download", "train", "fuse", "quantize", "plugins", "tiny", "cache"):
         assert step in out
 
 

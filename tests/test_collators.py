@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import user_cache
 from xllm_cli.collators.base import IGNORE_INDEX
 from xllm_cli.collators.completion import CompletionCollator
 from xllm_cli.collators.lm import LMCollator
@@ -123,8 +124,9 @@ def test_tokenization_is_cached_and_reused_until_an_input_changes(tiny_model, to
     second = encode_source(source, GeneralDataset(config), reused_collator, config)
     assert [second[i] for i in range(5)] == [first[i] for i in range(5)]
     assert "reusing tokenized train data" in capsys.readouterr().err
-    caches = lambda: sorted(p.name for p in (tmp_path / ".xllm-cache").iterdir())  # noqa: E731
+    caches = lambda: sorted(p.name for p in (user_cache(tmp_path) / "tokenized").glob("train.jsonl-*"))  # noqa: E731
     assert len(caches()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl", "xdg-cache"]  # nothing beside the data
     # A different max_length, collator or data content each make a new cache entry.
     encode_source(source, GeneralDataset(config), LMCollator(tokenizer, make_config(tiny_model, max_length=4)), config)
     encode_source(source, GeneralDataset(config), CompletionCollator(tokenizer, config), config)

@@ -244,7 +244,9 @@ def prepared(tmp_path_factory, tiny_model) -> Path:
     return folder
 
 
-def launch(prepared: Path, tiny_model: Path, launcher: list[str], name: str, *flags: str) -> tuple[Path, str]:
+def launch(
+    prepared: Path, tiny_model: Path, launcher: list[str], name: str, *flags: str, env: dict[str, str] | None = None
+) -> tuple[Path, str]:
     """``<launcher> xllm train`` on the tiny model; returns the output folder and the combined output."""
     out = prepared / name
     train_flags = [
@@ -255,7 +257,8 @@ def launch(prepared: Path, tiny_model: Path, launcher: list[str], name: str, *fl
     ]  # fmt: skip
     result = subprocess.run(
         [*launcher, XLLM, "train", *train_flags, *flags],
-        capture_output=True, text=True, env=clean_env(), cwd=prepared, timeout=420, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, env=clean_env(**(env or {})), cwd=prepared, timeout=420,
+        stdin=subprocess.DEVNULL,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
@@ -291,7 +294,10 @@ def zero3_lora(prepared, tiny_model):
 
 @pytest.fixture(scope="module")
 def ddp_full(prepared, tiny_model):
-    return launch(prepared, tiny_model, torchrun_launcher(), "ddp-full")
+    # A cache of its own, empty: this launch must tokenize (once), whichever launch ran before it.
+    return launch(
+        prepared, tiny_model, torchrun_launcher(), "ddp-full", env={"XDG_CACHE_HOME": str(prepared / "ddp-cache")}
+    )
 
 
 def losses(out: Path) -> list[float]:
@@ -376,6 +382,14 @@ def test_torchrun_ddp_trains_and_saves_once(ddp_full):
 
     assert AutoModelForCausalLM.from_pretrained(out) is not None
     assert not list((out / f"checkpoint-{STEPS}").glob("global_step*"))  # plain DDP: no DeepSpeed involved
+    # One process tokenized (whoever tokenizes says so), into the user cache folder; the other read its entry.
+    assert output.count(f"tokenizing {out.parent / 'train.jsonl'}") == 1, output[-3000:]
+    tokenized = out.parent / "ddp-cache" / "xllm" / "tokenized"
+    assert [p.name for p in tokenized.iterdir() if p.name != "CACHEDIR.TAG"] == [
+        p.name for p in tokenized.glob("train.jsonl-*") if (p / "meta.json").is_file()
+    ]
+    assert len(list(tokenized.glob("train.jsonl-*"))) == 1
+    assert not (out.parent / ".xllm-cache").exists()  # nothing beside the data
 
 
 @pytest.mark.slow

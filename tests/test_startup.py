@@ -1,4 +1,4 @@
-"""Fast start: help, --show-config, validation errors, plugin listing and completion import no heavy library.
+"""Fast start: help, --show-config, validation errors, plugin and cache listings and completion import nothing heavy.
 
 Each case runs ``xllm_cli.cli.app.main`` in a fresh interpreter that reports, at exit, which heavy modules got imported.
 """
@@ -54,6 +54,7 @@ CASES = {
     "unknown flag": (["train", "--no-such-flag", "1"], 2),
     "original spelling": (["train", "--deepspeed_stage", "2", "--apply_lora", "True", "--show-config"], 0),
     "plugin listing": (["plugins"], 0),
+    "cache listing": (["cache"], 0),
 }
 
 

@@ -13,6 +13,7 @@ from statistics import mean
 
 import pytest
 
+from tests.conftest import user_cache
 from xllm_cli.cli.app import main
 from xllm_cli.data.demo import demo_records
 
@@ -229,7 +230,7 @@ def test_plugin_collator_without_encode_batch_trains_on_the_fly(lora_model, tmp_
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert_loss_falls(output, 0.5)
-    assert not (tmp_path / ".xllm-cache").exists()  # nothing to cache: the plugin tokenizes per batch
+    assert not (user_cache(tmp_path) / "tokenized").exists()  # nothing to cache: the plugin tokenizes per batch
 
 
 def test_gradient_accumulation_weighs_every_token_like_one_big_batch(tiny_model, tmp_path, capsys):

@@ -42,8 +42,6 @@ def _run_train_command(config_cls: type[XllmConfig], argv: Sequence[str] | None,
     try:
         result = run_step("train", normalize_argv(args, bool_fields_of(config_cls)), config_cls, runner)
     except BaseException as error:  # noqa: BLE001 - the same table as the CLI
-        if isinstance(error, SystemExit):
-            raise
         raise SystemExit(console.report(describe(error), error)) from None
     return None if isinstance(result, int) else result  # an int: --help or --show-config answered
 

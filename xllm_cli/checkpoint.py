@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from xllm_cli.cleanup import sigterm_unwinds
 from xllm_cli.errors import ConfigError, XllmError
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -151,7 +152,8 @@ def save_tokenizer(config: Any, source: str | Path, output: Path, add_bos_token:
 
 @contextmanager
 def staged_folder(output: Path) -> Iterator[Path]:
-    """Yield a temporary folder next to ``output``; only when the block succeeds does it replace ``output``."""
+    """Yield a temporary folder next to ``output``; only when the block succeeds does it replace ``output``. On any
+    failure (SIGTERM included) the temporary folder is removed."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists() and not output.is_dir():
@@ -160,7 +162,8 @@ def staged_folder(output: Path) -> Iterator[Path]:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        yield staging
+        with sigterm_unwinds():
+            yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -126,9 +126,10 @@ def live() -> bool:
     return _output[0].live and not _state["quiet"]
 
 
-def info(message: str) -> None:
-    """A progress or result line, from the main process only, silenced by --quiet."""
-    if not _state["quiet"] and is_main_process():
+def info(message: str, every_process: bool = False) -> None:
+    """A progress or result line, from the main process only (or from any, for work not every process does),
+    silenced by --quiet."""
+    if not _state["quiet"] and (every_process or is_main_process()):
         _output[0].line("info", message)
 
 

@@ -26,12 +26,14 @@ class DownloadResult:
 
 
 def download(config: Any) -> DownloadResult:
+    from xllm_cli.cleanup import sigterm_unwinds
     from xllm_cli.data.prepare import prepare_dataset
     from xllm_cli.model_download import download_model
 
     result = DownloadResult()
     if config.prepare_dataset:
-        result.data = prepare_dataset(config)
+        with sigterm_unwinds():  # SIGTERM, like Ctrl-C, removes the half-written files (prepare_dataset's finally)
+            result.data = prepare_dataset(config)
     else:
         console.info("--no-prepare-dataset: the dataset is left as it is")
     result.model_path = download_model(config)

@@ -82,7 +82,5 @@ def main(argv: list[str] | None = None) -> None:
         args = normalize_argv(args)
         code = typer.main.get_command(app).main(args=args, prog_name="xllm", standalone_mode=False)
     except BaseException as error:  # noqa: BLE001 - every failure becomes one line and an exit code
-        if isinstance(error, SystemExit):
-            raise
         code = console.report(describe(error), error)
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,5 +1,5 @@
-"""The commands beside the four steps: ``xllm plugins`` (what is installed) and ``xllm tiny`` (a model to try things
-on). Each is a thin layer over a library function."""
+"""The commands beside the four steps: ``xllm plugins`` (what is installed), ``xllm cache`` (``cli/cache.py``) and
+``xllm tiny`` (a model to try things on). Each is a thin layer over a library function."""
 
 from __future__ import annotations
 
@@ -70,5 +70,8 @@ def tiny(
 
 
 def register(app: typer.Typer) -> None:
+    from xllm_cli.cli.cache import cache_app
+
     app.command(name="plugins")(plugins)
+    app.add_typer(cache_app, name="cache")
     app.command(name="tiny")(tiny)

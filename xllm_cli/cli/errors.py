@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xllm_cli import console
+from xllm_cli.cleanup import Terminated
 from xllm_cli.cli.click import Abort, Exit, NoArgsIsHelpError, NoSuchOption, UsageError
 from xllm_cli.errors import XllmError, did_you_mean
 
@@ -61,6 +62,10 @@ def describe(error: BaseException) -> Failure:
         return Failure(None, 2, output=error.format_message())
     if isinstance(error, UsageError):
         return _usage_failure(error)
+    if isinstance(error, Terminated):  # SIGTERM during work that removed its partial files first (cleanup.py)
+        return Failure("terminated by SIGTERM", error.code)
+    if isinstance(error, SystemExit):  # someone decided the exit code already (a plugin, a library)
+        return Failure(None, error.code if isinstance(error.code, int) else 1)
     if isinstance(error, (Abort, KeyboardInterrupt)):
         return Failure("interrupted" if isinstance(error, KeyboardInterrupt) else "aborted", 130)
     if isinstance(error, XllmError):

@@ -27,6 +27,7 @@ RUN_PANEL = "Run"
 PATH_FIELDS = {
     "deepspeed_config_path",
     "path_to_env_file",
+    "cache_dir",
     "dataset_source",
     "train_local_path_to_data",
     "eval_local_path_to_data",

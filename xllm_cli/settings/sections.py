@@ -51,6 +51,10 @@ class RunSettings(Section):
         None, "Hugging Face Hub token (secret). Env: XLLM_HUGGINGFACE_HUB_TOKEN, HF_TOKEN or HUGGING_FACE_HUB_TOKEN."
     )
 
+    cache_dir: str | None = setting(
+        None, "Where xllm caches tokenized data (never beside your data); unset: $XDG_CACHE_HOME/xllm or ~/.cache/xllm."
+    )
+
     @property
     def hub_token(self) -> str | None:
         return self.secret("huggingface_hub_token")

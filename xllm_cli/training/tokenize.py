@@ -1,10 +1,13 @@
-"""Tokenize once: prepared raw samples -> training samples -> token ids, cached next to the prepared data.
+"""Tokenize once: prepared raw samples -> training samples -> token ids, cached in xllm's cache folder.
 
-The cache lives in ``.xllm-cache/`` beside the JSON-lines file, in a folder named by a hash of everything that
-changes the encodings: the data file's content, the tokenizer (its full serialisation, chat template and special
-tokens), the collator class and its settings (``max_length``, separator) and the dataset class and its settings. A
-second run with the same inputs memory-maps the cached arrays instead of tokenizing again; under several processes
-one process per node builds it while the others wait (``distributed.main_process_first``).
+The cache lives in ``<cache>/tokenized/`` (``xllm_cli.cache``: ``--cache-dir``, else the user cache folder), never
+beside the data, which is only read. Each entry is a folder named by a hash of everything that changes the
+encodings: the data file's content, the tokenizer (its full serialisation, chat template and special tokens), the
+collator class and its settings (``max_length``, separator) and the dataset class and its settings; where the cache
+lives is not part of it. A second run with the same inputs memory-maps the cached arrays instead of tokenizing again;
+under several processes one process per node builds it while the others wait (``distributed.main_process_first``).
+An entry is written under a partial name and renamed when complete (``cleanup.built_atomically``): a failed or
+interrupted run leaves nothing behind, and one killed outright leaves a partial folder the next run clears.
 
 Packing does not change the encodings, only how they are grouped into rows, so it is not part of the key: rows are
 planned from the cached lengths in one pass (``collators.packing.plan_rows``) and the same cache serves both modes.
@@ -15,7 +18,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console
+from xllm_cli.cache import make_tokenized_dir, mark_used, tokenized_dir
+from xllm_cli.cleanup import built_atomically, clear_stale, sigterm_unwinds
 from xllm_cli.collators.packing import pack_features, plan_rows
 from xllm_cli.data.base import check_training_sample, iter_jsonl, read_prepared
-from xllm_cli.errors import DataError
+from xllm_cli.errors import ConfigError, DataError
 from xllm_cli.settings.sections import PLUGIN_SECTION, section_of
 
 CACHE_FORMAT = 1
 CHUNK = 1000
-# Dataset fields that shape the prepared file only (its content hash already covers them).
+# Dataset fields that shape the prepared file only (its content hash already covers them), or say where things are.
 _FILE_ONLY_FIELDS = {
     "dataset_source",
     "train_local_path_to_data",
@@ -39,6 +43,7 @@ _FILE_ONLY_FIELDS = {
     "shuffle",
     "max_eval_samples",
     "add_eval_to_train_if_no_path",
+    "cache_dir",
 }
 
 
@@ -119,26 +124,48 @@ def _to_training_sample(dataset: Any, sample: dict[str, Any], where: str) -> dic
 def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any) -> EncodedSamples:
     """The encoded samples of ``source``, from the cache when a file's encodings are already there."""
     if source.path is None:
-        # Samples handed over in Python: no file to key a cache on, so a private folder removed at exit.
-        folder = Path(tempfile.mkdtemp(prefix="xllm-encoded-")) / source.name
-        atexit.register(shutil.rmtree, folder.parent, True)
-        _write_encodings(folder, source, dataset, collator)
+        # Samples handed over in Python: no file to key a cache on, so a private folder removed at exit (or at once
+        # when encoding fails).
+        folder = Path(tempfile.mkdtemp(prefix="xllm-encoded-"))
+        atexit.register(shutil.rmtree, folder, True)
+        try:
+            with sigterm_unwinds():
+                _write_encodings(folder, source, dataset, collator)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return _load(folder, source.name)
     from xllm_cli.training.distributed import main_process_first
 
     source.check_exists()
-    folder = cache_folder(source.path, cache_key(source.path, dataset, collator, config))
+    folder = cache_folder(source.path, cache_key(source.path, dataset, collator, config), config.cache_dir)
     with main_process_first(local=True, description="tokenization"):
+        clear_stale(folder.parent)  # partial entries of this machine's processes that were killed outright
         if not (folder / "meta.json").is_file():
-            console.info(f"tokenizing {source.path} (cached in {folder})")
-            _write_encodings(folder, source, dataset, collator)
+            _make_cache_folder(config.cache_dir)
+            # Printed by whichever process tokenizes (one per node), so a log shows that the others did not.
+            console.info(f"tokenizing {source.path} (cached in {folder})", every_process=True)
+            with built_atomically(folder) as partial:
+                _write_encodings(partial, source, dataset, collator)
         else:
             console.info(f"reusing tokenized {source.name} data from {folder}")
+            mark_used(folder)
     return _load(folder, source.name)
 
 
-def cache_folder(path: Path, key: str) -> Path:
-    return path.parent / ".xllm-cache" / f"{path.name}-{key[:16]}"
+def _make_cache_folder(cache_dir: str | None) -> None:
+    try:
+        make_tokenized_dir(cache_dir)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write the tokenization cache to {tokenized_dir(cache_dir)} ({error.strerror or error})",
+            hint="point --cache-dir (env XLLM_CACHE_DIR) at a writable folder",
+        ) from None
+
+
+def cache_folder(path: Path, key: str, cache_dir: str | None) -> Path:
+    """The cache entry of the data file ``path`` for ``key`` in the cache folder (``cache_dir`` setting)."""
+    return tokenized_dir(cache_dir) / f"{path.name}-{key[:16]}"
 
 
 def cache_key(path: Path, dataset: Any, collator: Any, config: Any) -> str:
@@ -187,16 +214,12 @@ def _chunks(samples: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[
 
 
 def _write_encodings(folder: Path, source: SampleSource, dataset: Any, collator: Any) -> None:
-    """Encode in chunks, streaming token ids and labels to flat files in ``folder`` (written under a temporary name
-    and renamed when complete, so an interrupted run never leaves a half cache that looks whole)."""
+    """Encode in chunks, streaming token ids and labels to flat files in the (empty, existing) ``folder``."""
     import numpy as np
 
-    temporary = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
     lengths: list[int] = []
     cut_away = 0
-    with (temporary / "input_ids.i32").open("wb") as ids_file, (temporary / "labels.i32").open("wb") as labels_file:
+    with (folder / "input_ids.i32").open("wb") as ids_file, (folder / "labels.i32").open("wb") as labels_file:
         for chunk in _chunks(source.training_samples(dataset), CHUNK):
             for encoded in collator.encode_batch(chunk):
                 if encoded is None:
@@ -206,13 +229,9 @@ def _write_encodings(folder: Path, source: SampleSource, dataset: Any, collator:
                 np.asarray(encoded["labels"], dtype=np.int32).tofile(labels_file)
                 lengths.append(len(encoded["input_ids"]))
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-    np.save(temporary / "offsets.npy", offsets)
+    np.save(folder / "offsets.npy", offsets)
     meta = {"samples": len(lengths), "cut_away": cut_away, "tokens": int(offsets[-1])}
-    (temporary / "meta.json").write_text(json.dumps(meta))
-    try:
-        temporary.rename(folder)
-    except OSError:  # another process finished the same cache first: theirs is identical
-        shutil.rmtree(temporary, ignore_errors=True)
+    (folder / "meta.json").write_text(json.dumps(meta))
 
 
 def _load(folder: Path, name: str) -> EncodedSamples:
