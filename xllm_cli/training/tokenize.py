@@ -33,6 +33,8 @@ CHUNK = 1000
 # Dataset fields that shape the prepared file only (its content hash already covers them).
 _FILE_ONLY_FIELDS = {
     "dataset_source",
+    "dataset_format",
+    "dataset_columns",
     "train_local_path_to_data",
     "eval_local_path_to_data",
     "shuffle",
