@@ -391,7 +391,7 @@ def _json(here: str, value: Any, what: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as error:
-        raise DataError(f"{here}: {what} is not valid JSON ({error.msg} at column {error.colno})") from None
+        raise DataError(f"{here}: not valid JSON in {what} ({error.msg} at column {error.colno})") from None
 
 
 def _tool_call(here: str, call: Any) -> dict[str, Any]:
