@@ -142,3 +142,20 @@ def test_a_tokenizer_without_template_says_how_to_give_one(tiny_model):
     with pytest.raises(DataError, match="need a chat template") as error:
         CompletionCollator(tokenizer, XllmConfig()).encode_batch([MULTI_TURN])
     assert "--chat-template" in error.value.hint
+
+
+@pytest.mark.parametrize("sample", [MULTI_TURN, TOOL_CALL], ids=["multi-turn", "tool-call"])
+def test_a_template_without_generation_markers_is_masked_by_its_prefixes(tiny_model, sample):
+    """A template that lacks ``{% generation %}`` (most published ones: ``add_generation_prompt`` does not count) is
+    masked by rendering each prefix: the same assistant tokens, plus what the template writes after a turn."""
+    tokenizer = tokenizer_with(tiny_model, "chatml")
+    marked = CompletionCollator(tokenizer, XllmConfig()).encode_batch([sample])[0]
+    tokenizer.chat_template = re.sub(r"\{%-? *(end)?generation *-?%\}", "", TEMPLATES["chatml"])
+    assert "{% generation" not in tokenizer.chat_template and "add_generation_prompt" in tokenizer.chat_template
+    by_prefixes = CompletionCollator(tokenizer, XllmConfig()).encode_batch([sample])[0]
+    assert by_prefixes["input_ids"] == marked["input_ids"]
+    learned = [i for i, label in enumerate(by_prefixes["labels"]) if label != IGNORE_INDEX]
+    expected = [i for i, label in enumerate(marked["labels"]) if label != IGNORE_INDEX]
+    assert set(expected) <= set(learned)
+    extra = [marked["input_ids"][i] for i in learned if i not in expected]
+    assert extra and tokenizer.decode(extra).strip() == ""  # the newline after each <|im_end|>

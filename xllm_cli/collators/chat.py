@@ -8,6 +8,7 @@ conversations with the tool turns missing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,9 @@ from xllm_cli.errors import DataError
 
 Messages = list[dict[str, Any]]
 Chat = dict[str, Any]  # {"messages": [...], "tools": [...] (optional)}
+# The tag itself, as transformers looks for it: a bare "generation" also matches `add_generation_prompt`, which
+# nearly every template has, and would take the assistant mask (all zeros) from a template that has no such tag.
+GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 TEMPLATE_HINT = "give one with --chat-template (a Jinja file, or chatml, llama3, mistral, llama2, gemma, phi3)"
 
 
@@ -40,7 +44,7 @@ def encode_chats(tokenizer: Any, chats: Sequence[Chat]) -> list[tuple[list[int],
         return []
     template = chat_template_of(tokenizer)
     check_tool_support(tokenizer, template, chats)
-    if "generation" not in template:
+    if not GENERATION_TAG.search(template):
         return [_encode_by_prefixes(tokenizer, chat) for chat in chats]
     encoded: list[tuple[list[int], list[int]] | None] = [None] * len(chats)
     plain = [i for i, chat in enumerate(chats) if not chat.get("tools")]
