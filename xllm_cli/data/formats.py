@@ -140,7 +140,7 @@ class RecordConverter:
     def __call__(self, where: str, record: dict[str, Any]) -> RawSample:
         if self.format is None:
             self.format = self._detect(where, record)
-        elif not self.forced:
+        elif not self.forced and not self._fits(record):
             found = formats_of(record, self.columns)
             if found and self.format not in found:
                 raise DataError(
@@ -153,7 +153,15 @@ class RecordConverter:
                 f"{where}: the chat dataset trains conversations, and {self.source} is {self.format} data",
                 hint="use --dataset-key general for text",
             )
-        return check_training_sample(getattr(self, f"_{self.format}")(where, record), where)
+        # Converters build valid training samples (prepare checks each one again through the dataset's get_sample).
+        return getattr(self, f"_{self.format}")(where, record)
+
+    def _fits(self, record: dict[str, Any]) -> bool:
+        """The record has the required columns of the source's format (the cheap test, done on every record)."""
+        required = COLUMNS[self.format][0]
+        if self.format == "sharegpt" and not _present(record, self.columns["conversations"]):
+            required = ("messages",)
+        return all(_present(record, self.columns[role]) for role in required)
 
     def _detect(self, where: str, record: dict[str, Any]) -> str:
         found = formats_of(record, self.columns)
@@ -212,7 +220,7 @@ class RecordConverter:
         return {"text_parts": text.split(self.separator) if self.separator else [text]}
 
     def _parts(self, where: str, record: dict[str, Any]) -> RawSample:
-        return {"text_parts": self._get(where, record, "text_parts")}
+        return check_training_sample({"text_parts": self._get(where, record, "text_parts")}, where)
 
     def _messages(self, where: str, record: dict[str, Any]) -> RawSample:
         messages = normalise_messages(where, self._get(where, record, "messages"), self.columns["messages"])
