@@ -378,6 +378,24 @@ def test_sources_mix_with_weights_deterministically_and_eval_comes_once(tmp_path
     assert any(mixed(seed) != first for seed in (2, 3))
 
 
+def test_repeated_source_flags_and_config_file_lists_add_up(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [ALPACA[0]])
+    write_jsonl(tmp_path / "b.jsonl", [{"prompt": "p", "completion": "c"}])
+    (tmp_path / "run.yaml").write_text("dataset_source: [a.jsonl, b.jsonl:2]\nshuffle: false\n")
+    for flags in (
+        ("--dataset-source", "a.jsonl", "--dataset-source=b.jsonl:2", "--no-shuffle"),
+        ("--config", "run.yaml"),
+    ):
+        result = run_xllm("download", "--model-name-or-path", ".", "--dataset-key", "chat", *flags)
+        assert result.returncode == 0, result.stderr
+        assert "mixing a.jsonl x1, b.jsonl x2" in result.stderr
+        assert [row["messages"][0]["content"] for row in read_jsonl(tmp_path / "train.jsonl")] == [
+            "Add the numbers.\n2 and 3",
+            "p",
+            "p",
+        ]
+
+
 def test_a_source_list_error_names_the_source(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [ALPACA[0]])
     with pytest.raises(ConfigError, match="no such file or folder: b.jsonl"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xllm_cli.collators.templates import TEMPLATES
@@ -249,6 +249,12 @@ class XllmConfig(BaseSettings):
         from xllm_cli.config.sources import environment_sources
 
         return (init_settings, *environment_sources(settings_cls, init_settings.init_kwargs))
+
+    @field_validator("dataset_source", mode="before")
+    @classmethod
+    def _sources_as_comma_list(cls, value: Any) -> Any:
+        """A config file may list several sources (``dataset_source: [a.jsonl, b.json:2]``)."""
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> XllmConfig:
