@@ -228,10 +228,10 @@ class RecordConverter:
 
     def _sharegpt(self, where: str, record: dict[str, Any]) -> RawSample:
         column = self.columns["conversations"]
-        if not _present(record, column) and _sharegpt_turns(record.get(self.columns["messages"])):
+        if not _present(record, column) and _present(record, self.columns["messages"]):
             column = self.columns["messages"]  # ShareGPT turns under a `messages` key
         turns = self._get(where, record, "conversations") if column == self.columns["conversations"] else record[column]
-        messages = normalise_messages(where, turns, column)
+        messages = normalise_messages(where, turns, column)  # from/value and role/content turns alike
         return chat(with_system(messages, self._string(where, record, "system", False)), self._tools(where, record))
 
     def _alpaca(self, where: str, record: dict[str, Any]) -> RawSample:
