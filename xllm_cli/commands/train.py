@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-HELP = """Fine-tune the model on the prepared data (run `xllm download` first with the same settings).
+HELP = """Fine-tune the model on the prepared data (run `xllm download` first with the same settings, or give
+--dataset-source: a missing prepared file is then prepared first).
 
 Multi-GPU: `deepspeed --num_gpus N $(which xllm) train ...` or `torchrun --nproc_per_node N $(which xllm) train ...`.
 """

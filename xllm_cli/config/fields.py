@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from xllm_cli.collators.templates import TEMPLATES
 from xllm_cli.config.validation import check_combinations
 
 # Entity -> help panel title, in the order the panels appear.
@@ -98,11 +99,20 @@ class XllmConfig(BaseSettings):
     dataset_source: str | None = setting(
         None,
         "dataset",
-        "Where the dataset reads from: a local file or a hub dataset id (soda: allenai/soda when unset).",
+        "Where the dataset reads from: a local file, folder or hub dataset id (soda: allenai/soda when unset); "
+        "general/chat: a comma list mixes several, each with an optional weight, e.g. a.jsonl:3,b.json.",
     )
-    dataset_text_field: str = setting(
-        "text", "dataset", "general dataset: the column holding the text (text_parts/messages columns are kept)."
+    dataset_format: Literal["auto", "text", "parts", "messages", "alpaca", "sharegpt", "prompt_completion"] = setting(
+        "auto",
+        "dataset",
+        "general/chat datasets: the records' format; auto detects it from the columns of each source.",
     )
+    dataset_columns: str | None = setting(
+        None,
+        "dataset",
+        "general/chat datasets: columns with other names, as role=column pairs, e.g. instruction=question,output=answer.",
+    )
+    dataset_text_field: str = setting("text", "dataset", "general dataset: the column holding the text (text format).")
     dataset_parts_separator: str | None = setting(
         None, "dataset", "general dataset: split each text into parts at this string (the last part is the target)."
     )
@@ -130,6 +140,11 @@ class XllmConfig(BaseSettings):
     tokenizer_use_fast: bool | None = setting(None, "tokenizer", "Use the fast (Rust) tokenizer; unset means auto.")
     tokenizer_padding_side: Literal["right", "left"] | None = setting(
         None, "tokenizer", "Pad on the right or the left; unset keeps the tokenizer's own."
+    )
+    chat_template: str | None = setting(
+        None,
+        "tokenizer",
+        f"Chat template for chat data, replacing the tokenizer's: a Jinja file or one xllm ships ({', '.join(TEMPLATES)}).",
     )
 
     # --- collator
@@ -239,6 +254,12 @@ class XllmConfig(BaseSettings):
         from xllm_cli.config.sources import environment_sources
 
         return (init_settings, *environment_sources(settings_cls, init_settings.init_kwargs))
+
+    @field_validator("dataset_source", mode="before")
+    @classmethod
+    def _sources_as_comma_list(cls, value: Any) -> Any:
+        """A config file may list several sources (``dataset_source: [a.jsonl, b.json:2]``)."""
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> XllmConfig:
