@@ -178,16 +178,15 @@ def test_general_reads_every_file_type(tmp_path):
 
 
 def test_general_text_field_separator_and_ready_columns_through_the_cli(tmp_path):
+    # One format per source: the text column, text parts and messages come from three sources mixed in one run.
+    write_jsonl(tmp_path / "d.jsonl", [{"body": "Question: 1+1?###Answer: 2"}])
+    write_jsonl(tmp_path / "p.jsonl", [{"text_parts": ["kept", "as is"]}])
     write_jsonl(
-        tmp_path / "d.jsonl",
-        [
-            {"body": "Question: 1+1?###Answer: 2"},
-            {"text_parts": ["kept", "as is"]},
-            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-        ],
+        tmp_path / "m.jsonl",
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}],
     )
     result = download(
-        "--dataset-key", "general", "--dataset-source", "d.jsonl", "--dataset-text-field", "body",
+        "--dataset-key", "general", "--dataset-source", "d.jsonl,p.jsonl,m.jsonl", "--dataset-text-field", "body",
         "--dataset-parts-separator", "###", "--no-shuffle",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -332,7 +331,7 @@ BAD_INPUTS = {
         "chat",
         "chat.jsonl",
         b'{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}\n',
-        "chat.jsonl:1: unknown chat role 'robot' (accepted: system, user, assistant, tool)",
+        "chat.jsonl:1: message 2: unknown chat role 'robot' (accepted: system, user, assistant, tool; also",
     ),
     "soda row without dialogue": ("soda", "soda.jsonl", b'{"narrative": "n", "speakers": []}\n', "missing field"),
     "no such source file": ("general", None, b"", "--dataset-source: no such file or folder: missing.jsonl"),

@@ -64,7 +64,34 @@ def normalize_argv(argv: list[str], bool_fields: Iterable[str] | None = None) ->
                 out.append(name if word in TRUE_WORDS else "--no-" + name[2:])
                 continue
         out.append(f"{name}={value}" if eq else name)
-    return _local_rank_after_step(out)
+    return _local_rank_after_step(_join_repeated(out))
+
+
+# Flags that take a comma list, where repeating the flag adds to the list (instead of the last one winning).
+LIST_FLAGS = ("--dataset-source",)
+
+
+def _join_repeated(args: list[str]) -> list[str]:
+    """``--dataset-source a --dataset-source b`` -> ``--dataset-source a,b`` (in the first one's place)."""
+    end = args.index("--") if "--" in args else len(args)
+    out, rest = list(args[:end]), args[end:]
+    for flag in LIST_FLAGS:
+        values, first, i = [], None, 0
+        while i < len(out):
+            name, eq, value = out[i].partition("=")
+            if name != flag or (not eq and i + 1 >= len(out)):
+                i += 1
+                continue
+            taken = 1 if eq else 2
+            values.append(value if eq else out[i + 1])
+            first = i if first is None else first
+            if len(values) > 1:
+                del out[i : i + taken]
+            else:
+                i += taken
+        if len(values) > 1:
+            out[first : first + (1 if "=" in out[first] else 2)] = [flag, ",".join(values)]
+    return out + rest
 
 
 def _local_rank_after_step(args: list[str]) -> list[str]:

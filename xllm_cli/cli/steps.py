@@ -42,7 +42,8 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             "train",
-            "Fine-tune the model on the prepared data (run `xllm download` first with the same settings).\n\n"
+            "Fine-tune the model on the prepared data (run `xllm download` first with the same settings, or give "
+            "--dataset-source: a missing prepared file is then prepared first).\n\n"
             "Multi-GPU: `deepspeed --num_gpus N $(which xllm) train ...` or "
             "`torchrun --nproc_per_node N $(which xllm) train ...`.",
             "xllm_cli.training.run:train",

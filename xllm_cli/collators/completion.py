@@ -24,9 +24,7 @@ class CompletionCollator(Collator):
             for i, prompt, target in zip(texts, prompt_ids, target_ids, strict=True):
                 target = self.with_eos(list(target))
                 encoded[i] = self.finish_encoding(list(prompt) + target, [IGNORE_INDEX] * len(prompt) + target)
-        for i, (ids, mask) in zip(
-            chats, encode_chats(self.tokenizer, [samples[i]["messages"] for i in chats]), strict=True
-        ):
+        for i, (ids, mask) in zip(chats, encode_chats(self.tokenizer, [samples[i] for i in chats]), strict=True):
             labels = [token if learn else IGNORE_INDEX for token, learn in zip(ids, mask, strict=True)]
             encoded[i] = self.finish_encoding(ids, labels)
         return encoded

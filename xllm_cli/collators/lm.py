@@ -22,8 +22,6 @@ class LMCollator(Collator):
             for i, ids in zip(texts, batch, strict=True):
                 ids = self.with_eos(list(ids))
                 encoded[i] = self.finish_encoding(ids, list(ids))
-        for i, (ids, _) in zip(
-            chats, encode_chats(self.tokenizer, [samples[i]["messages"] for i in chats]), strict=True
-        ):
+        for i, (ids, _) in zip(chats, encode_chats(self.tokenizer, [samples[i] for i in chats]), strict=True):
             encoded[i] = self.finish_encoding(ids, list(ids))
         return encoded

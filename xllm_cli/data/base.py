@@ -7,7 +7,8 @@ A dataset class (registered under a key, see ``xllm_cli.registry``) does two thi
   ``eval_local_path_to_data``). Iterables are fine: they are streamed, never held in memory by xllm.
 - ``get_sample(raw) -> training sample`` (instance method, the instance holds ``self.config``): turn one raw sample
   into either ``{"text_parts": [str, ...]}`` (ordered parts; for the completion collator the last part is the target)
-  or ``{"messages": [{"role": ..., "content": ...}, ...]}`` (chat, rendered with the tokenizer's chat template).
+  or ``{"messages": [{"role": ..., "content": ...}, ...]}`` (chat, rendered with the tokenizer's chat template;
+  optional ``"tools"``, and ``tool_calls`` on assistant messages, as transformers' chat templates take them).
 
 A plugin may declare ``settings_model``: a pydantic model of the extra settings it reads from ``self.config``.
 """
@@ -53,6 +54,9 @@ def check_training_sample(sample: Any, where: str) -> TrainingSample:
         return sample
     if "messages" in sample:
         check_messages(sample["messages"], where)
+        tools = sample.get("tools")
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            raise DataError(f"{where}: 'tools' must be a list of function definitions")
         return sample
     raise DataError(f"{where}: a training sample needs 'text_parts' or 'messages', got keys {sorted(sample)}")
 
@@ -60,13 +64,20 @@ def check_training_sample(sample: Any, where: str) -> TrainingSample:
 def check_messages(messages: Any, where: str) -> None:
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'messages' must be a non-empty list")
-    for message in messages:
+    for number, message in enumerate(messages, start=1):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise DataError(f"{where}: each message needs 'role' and 'content'")
+            raise DataError(f"{where}: message {number} needs 'role' and 'content'")
         if message["role"] not in CHAT_ROLES:
-            raise DataError(f"{where}: unknown chat role '{message['role']}' (accepted: {', '.join(CHAT_ROLES)})")
+            raise DataError(
+                f"{where}: message {number}: unknown chat role '{message['role']}' (accepted: {', '.join(CHAT_ROLES)})"
+            )
         if not isinstance(message["content"], str):
-            raise DataError(f"{where}: message content must be a string")
+            raise DataError(
+                f"{where}: message {number}: content must be a string ('xllm download' joins lists of text parts)"
+            )
+        calls = message.get("tool_calls")
+        if calls is not None and (message["role"] != "assistant" or not isinstance(calls, list)):
+            raise DataError(f"{where}: message {number}: 'tool_calls' must be a list, on an assistant message")
 
 
 def decoded_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -101,7 +112,8 @@ def read_prepared(path: str | Path, step: str = "train") -> Iterator[RawSample]:
     if not path.is_file():
         raise DataError(
             f"prepared data not found: {path}",
-            hint=f"run 'xllm download' with the same settings before 'xllm {step}'",
+            hint=f"run 'xllm download' with the same settings before 'xllm {step}'"
+            + (" (or give --dataset-source: train then prepares it)" if step == "train" else ""),
         )
     for _, sample in iter_jsonl(path):
         yield sample

@@ -4,25 +4,33 @@ A source is a local file (.jsonl, .json, .txt one sample per line, .csv, .parque
 ``train.<ext>`` and optionally ``test.<ext>`` / ``validation.<ext>``, or a Hugging Face Hub dataset id. Files are
 streamed record by record, so a file of any size is read in bounded memory (except a .json file holding one big
 array, which is parsed whole). Every record comes with where it came from (``file:line``) for error messages.
+
+``--dataset-source`` may list several sources, ``a.jsonl:3,org/set,b.json:0.5``: each is read in its own format and
+the train records of a source with weight w come w times over (``read_sources``).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
+import random
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from xllm_cli import console
 from xllm_cli.data.base import (
     Dataset,
     RawSample,
     TrainingSample,
-    check_messages,
     check_training_sample,
     decoded_lines,
     iter_jsonl,
 )
+from xllm_cli.data.formats import RecordConverter, column_map
+from xllm_cli.data.formats import general_sample as general_sample  # quantize's calibration reads records with it
 from xllm_cli.errors import ConfigError, DataError
 from xllm_cli.registry import KEY_FIELDS
 
@@ -175,31 +183,64 @@ class PreparedSampleDataset(Dataset):
         return check_training_sample(raw, f"dataset '{getattr(self.config, 'dataset_key', '?')}' sample")
 
 
-def general_sample(where: str, record: dict[str, Any], text_field: str, separator: str | None) -> RawSample:
-    """A record as a raw sample: ``text_parts`` or ``messages`` columns as they are, else the text field."""
-    if record.get("text_parts") is not None:
-        return check_training_sample({"text_parts": record["text_parts"]}, where)
-    if record.get("messages") is not None:
-        check_messages(record["messages"], where)
-        return {"messages": record["messages"]}
-    if text_field not in record:
-        raise DataError(
-            f"{where}: missing field '{text_field}' (nor 'text_parts' or 'messages'); "
-            f"columns: {', '.join(map(str, record)) or 'none'}",
-            hint="choose the text column with --dataset-text-field",
-        )
-    text = record[text_field]
-    if not isinstance(text, str):
-        raise DataError(f"{where}: field '{text_field}' must be a string, got {type(text).__name__}")
-    parts = text.split(separator) if separator else [text]
-    return {"text_parts": parts}
+def parse_sources(value: str) -> list[tuple[str, float]]:
+    """``a.jsonl:3,org/set,b.json:0.5`` -> [(source, weight), ...]; a weight is a positive number after the last ':'."""
+    entries = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            raise ConfigError(f"--dataset-source: empty entry in '{value}' (give a comma list: a.jsonl,b.json:2)")
+        source, colon, tail = item.rpartition(":")
+        try:
+            weight = float(tail) if colon and source else None
+        except ValueError:
+            weight = None
+        if weight is None:
+            source, weight = item, 1.0
+        if not weight > 0 or weight == float("inf"):
+            raise ConfigError(f"--dataset-source {item}: the weight must be a positive number, got {tail}")
+        entries.append((source, weight))
+    return entries
+
+
+def _weighted(first_pass: Iterable[Located], again: Callable[[], Iterable[Located]], weight: float, rng: random.Random):
+    """The records ``weight`` times over: whole passes, then each record once more with probability of the rest."""
+    whole = int(weight)
+    for number in range(math.ceil(weight)):
+        keep = 1.0 if number < whole else weight - whole
+        for located in first_pass if number == 0 else again():
+            if keep == 1.0 or rng.random() < keep:
+                yield located
+
+
+def read_sources(config: Any, target: str) -> tuple[Iterator[RawSample], Iterator[RawSample] | None]:
+    """Training samples of every ``--dataset-source`` entry, each source in its own format (``data.formats``).
+
+    Train records of a source with weight w come w times (see ``_weighted``; the draws are fixed by the seed); eval
+    records come once. Every source is opened (and a missing one reported) before anything is read.
+    """
+    if not config.dataset_source:
+        read_source(None, config)  # the "needs --dataset-source" error
+    text_column = column_map(config.dataset_columns, config.dataset_text_field)["text"]
+    entries = parse_sources(config.dataset_source)
+    trains, evals = [], []
+    for index, (source, weight) in enumerate(entries):
+        convert = RecordConverter.from_config(source, config, target)
+        train, eval_records = read_source(source, config, text_column)
+        rng = random.Random(f"{config.seed}/{index}/{source}")
+        again = lambda source=source: read_source(source, config, text_column)[0]  # noqa: E731
+        trains.append(itertools.starmap(convert, _weighted(train, again, weight, rng)))
+        if eval_records is not None:
+            evals.append(itertools.starmap(convert, eval_records))
+    if len(entries) > 1 or entries[0][1] != 1:
+        console.info("mixing " + ", ".join(f"{source} x{weight:g}" for source, weight in entries))
+    return itertools.chain.from_iterable(trains), itertools.chain.from_iterable(evals) if evals else None
 
 
 class GeneralDataset(PreparedSampleDataset):
-    """Any text source: a text column (optionally split into parts), or ``text_parts`` / ``messages`` columns."""
+    """Any text source: text, text parts, chat messages, ShareGPT, alpaca or prompt/completion records
+    (``xllm_cli.data.formats``), from one or several sources."""
 
     @classmethod
     def get_data(cls, config: Any) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
-        field, separator = config.dataset_text_field, config.dataset_parts_separator
-        splits = read_source(config.dataset_source, config, field)
-        return map_splits(splits, lambda where, record: general_sample(where, record, field, separator))
+        return read_sources(config, "general")

@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from xllm_cli.collators.templates import TEMPLATES
 from xllm_cli.settings.names import flag
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -77,6 +78,10 @@ class TokenizerSettings(Section):
     tokenizer_padding_side: Literal["right", "left"] | None = setting(
         None, "Pad on the right or the left; unset keeps the tokenizer's own."
     )
+    chat_template: str | None = setting(
+        None,
+        f"Chat template for chat data, replacing the tokenizer's: a Jinja file or one xllm ships ({', '.join(TEMPLATES)}).",
+    )
 
 
 class PrecisionSettings(Section):
@@ -107,11 +112,18 @@ class DataSettings(Section):
 
     dataset_key: str = setting("soda", "Dataset class (registry key) that turns a source into samples.")
     dataset_source: str | None = setting(
-        None, "Where the dataset reads from: a local file or a hub dataset id (soda: allenai/soda when unset)."
+        None,
+        "Where the dataset reads from: a local file, folder or hub dataset id (soda: allenai/soda when unset); "
+        "general/chat: a comma list mixes several, each with an optional weight, e.g. a.jsonl:3,b.json.",
     )
-    dataset_text_field: str = setting(
-        "text", "general dataset: the column holding the text (text_parts/messages columns are kept)."
+    dataset_format: Literal["auto", "text", "parts", "messages", "alpaca", "sharegpt", "prompt_completion"] = setting(
+        "auto", "general/chat datasets: the records' format; auto detects it from the columns of each source."
     )
+    dataset_columns: str | None = setting(
+        None,
+        "general/chat datasets: columns with other names, as role=column pairs, e.g. instruction=question,output=answer.",
+    )
+    dataset_text_field: str = setting("text", "general dataset: the column holding the text (text format).")
     dataset_parts_separator: str | None = setting(
         None, "general dataset: split each text into parts at this string (the last part is the target)."
     )
@@ -130,6 +142,12 @@ class DataSettings(Section):
     prepare_dataset: bool = setting(
         True, "Prepare the dataset in `download` (and re-prepare calibration data in `quantize`)."
     )
+
+    @field_validator("dataset_source", mode="before")
+    @classmethod
+    def _sources_as_comma_list(cls, value: Any) -> Any:
+        """A config file may list several sources (``dataset_source: [a.jsonl, b.json:2]``)."""
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 class CollatorSettings(Section):

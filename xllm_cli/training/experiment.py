@@ -96,7 +96,12 @@ class Experiment:
         if self.user_train_dataset is not None:
             self.train_source = SampleSource("train", samples=self.user_train_dataset)
         else:
-            self.train_source = SampleSource("train", path=Path(config.train_local_path_to_data))
+            from xllm_cli.data.unprepared import check_prepared, prepare_if_missing
+
+            prepare_if_missing(config)
+            path = Path(config.train_local_path_to_data)
+            check_prepared(path, self.dataset, config)
+            self.train_source = SampleSource("train", path=path)
         if self.user_eval_dataset is not None:
             self.eval_source = SampleSource("eval", samples=self.user_eval_dataset)
         elif config.eval_local_path_to_data and Path(config.eval_local_path_to_data).is_file():

@@ -36,7 +36,8 @@ def compute_dtype(config: Any) -> Any:
 
 
 def load_tokenizer(config: Any) -> Any:
-    """The tokenizer, with its padding side from the config and a pad token guaranteed (EOS when it has none)."""
+    """The tokenizer, with its padding side and chat template from the config and a pad token guaranteed (EOS when it
+    has none)."""
     from transformers import AutoTokenizer
 
     source = config.tokenizer_name_or_path or config.model_name_or_path
@@ -55,6 +56,11 @@ def load_tokenizer(config: Any) -> Any:
         ) from None
     if config.tokenizer_padding_side:
         tokenizer.padding_side = config.tokenizer_padding_side
+    if config.chat_template:
+        from xllm_cli.collators.templates import set_chat_template
+
+        set_chat_template(tokenizer, config.chat_template)
+        console.info(f"chat template: {config.chat_template} (saved with the trained model's tokenizer)")
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
             raise ConfigError(f"the tokenizer of '{source}' has neither a pad nor an EOS token; give it a pad token")

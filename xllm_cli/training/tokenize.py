@@ -33,11 +33,14 @@ from xllm_cli.data.base import check_training_sample, iter_jsonl, read_prepared
 from xllm_cli.errors import ConfigError, DataError
 from xllm_cli.settings.sections import PLUGIN_SECTION, section_of
 
-CACHE_FORMAT = 1
+# 2: chat masks of templates without a {% generation %} tag come from their prefixes (1 had them all zero).
+CACHE_FORMAT = 2
 CHUNK = 1000
 # Dataset fields that shape the prepared file only (its content hash already covers them), or say where things are.
 _FILE_ONLY_FIELDS = {
     "dataset_source",
+    "dataset_format",
+    "dataset_columns",
     "train_local_path_to_data",
     "eval_local_path_to_data",
     "shuffle",
