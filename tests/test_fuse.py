@@ -225,6 +225,18 @@ def test_qlora_adapter_is_merged_into_the_full_precision_base_with_an_explanatio
     assert json.loads((tmp_path / "fused" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
+def test_only_the_settings_xllm_saved_say_the_adapter_was_trained_on_a_quantized_base(adapters, tmp_path):
+    """Other files in the adapter folder (a recipe, a dataset card) are not settings of this training run."""
+    from xllm_cli.fuse import quantized_training
+
+    adapter = shutil.copytree(adapters["subset"], tmp_path / "adapter")
+    (adapter / "recipe.yaml").write_text("load_in_4bit: true\n")
+    (adapter / "notes.json").write_text(json.dumps({"config": {"load_in_8bit": True}}))
+    assert quantized_training(adapter) is None
+    (adapter / "xllm_config.json").write_text(json.dumps({"load_in_8bit": True}))
+    assert quantized_training(adapter) == "8-bit"
+
+
 def test_a_quantized_base_is_refused(capsys, tiny_model, adapters, tmp_path):
     base = shutil.copytree(tiny_model, tmp_path / "gptq-base")
     settings = json.loads((base / "config.json").read_text())

@@ -14,6 +14,9 @@ from typing import Any
 from xllm_cli.cleanup import sigterm_unwinds
 from xllm_cli.errors import ConfigError, XllmError
 
+# The resolved settings `xllm train` writes beside the model it trained (secrets masked); fuse reads them back.
+TRAINING_SETTINGS_FILE = "xllm_config.json"
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.checkpoint import (
+    TRAINING_SETTINGS_FILE,
     ShardWriter,
     base_weight_files,
     copy_model_files,
@@ -205,25 +206,18 @@ def _adapter_tokenizer_size(adapter_dir: Path) -> int | None:
 
 
 def quantized_training(adapter_dir: Path) -> str | None:
-    """'4-bit' or '8-bit' when the config saved with the adapter says the base was loaded quantized (QLoRA)."""
-    import yaml
-
-    for file in sorted(adapter_dir.glob("*")):
-        if file.suffix not in (".json", ".yaml", ".yml") or file.stat().st_size > 1_000_000:
-            continue
-        try:
-            text = file.read_text()
-            data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-        except Exception:  # not a settings file: nothing to learn from it
-            continue
-        if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
-            data = data["config"]
-        if isinstance(data, dict):
-            if data.get("load_in_4bit") is True:
-                return "4-bit"
-            if data.get("load_in_8bit") is True:
-                return "8-bit"
-    return None
+    """'4-bit' or '8-bit' when the settings xllm saved with the adapter (``xllm_config.json``) loaded the base
+    quantized (QLoRA); None for an adapter trained on a 16-bit base or by another tool."""
+    saved = adapter_dir / TRAINING_SETTINGS_FILE
+    try:
+        settings = json.loads(saved.read_text()) if saved.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(settings, dict):
+        return None
+    return (
+        "4-bit" if settings.get("load_in_4bit") is True else "8-bit" if settings.get("load_in_8bit") is True else None
+    )
 
 
 def explain_qlora(bits: str, dtype_name: str) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console
+from xllm_cli.checkpoint import TRAINING_SETTINGS_FILE
 from xllm_cli.training.distributed import is_main_process, uses_deepspeed
 
-CONFIG_FILE = "xllm_config.json"
 LOG_FILE = "training_log.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 
@@ -25,7 +25,7 @@ def finish_run(experiment: Any, result: Any) -> Path:
     output_dir = Path(config.output_dir)
     save_final_model(experiment, output_dir)
     if is_main_process():
-        write_atomically(output_dir / CONFIG_FILE, json.dumps(masked_config(config), indent=2))
+        write_atomically(output_dir / TRAINING_SETTINGS_FILE, json.dumps(masked_config(config), indent=2))
         write_atomically(output_dir / LOG_FILE, json.dumps(trainer.state.log_history, indent=2))
         plot_loss_curve(trainer.state.log_history, output_dir / LOSS_CURVE_FILE)
     if config.push_to_hub:
