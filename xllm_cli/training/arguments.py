@@ -1,4 +1,5 @@
-"""xllm's training fields -> transformers ``TrainingArguments`` (plus W&B's environment)."""
+"""xllm's training fields -> transformers ``TrainingArguments``, and the one place a training run changes the
+process environment (``set_up_environment``: the Hub token, W&B's variables, a warning filter)."""
 
 from __future__ import annotations
 
@@ -59,13 +60,19 @@ def training_arguments(config: Any) -> Any:
         # LoRA with gradient checkpointing leaves frozen parameters without gradients; DDP must not wait for them.
         "ddp_find_unused_parameters": False if config.apply_lora else None,
     }
+    kwargs.update(distributed_arguments(config))
+    return TrainingArguments(**kwargs)
+
+
+def set_up_environment(config: Any) -> None:
+    """What a training run needs in the process environment, set in one visible place before the run is built."""
+    from xllm_cli.training.model import has_cuda
+
     configure_hub_token(config)
     if config.report_to_wandb:
         configure_wandb(config)
     if config.optim.startswith("paged_") and not has_cuda():
         explain_unpaged_optimizer(config.optim)
-    kwargs.update(distributed_arguments(config))
-    return TrainingArguments(**kwargs)
 
 
 def explain_unpaged_optimizer(optim: str) -> None:

@@ -82,10 +82,11 @@ class Experiment:
 
     # --- steps ---------------------------------------------------------------------------------------------------------
     def build_training_arguments(self) -> None:
-        from xllm_cli.training.arguments import training_arguments
+        from xllm_cli.training.arguments import set_up_environment, training_arguments
         from xllm_cli.training.distributed import init_distributed
 
         check_training_settings(self.config)
+        set_up_environment(self.config)
         # Communication first: ZeRO-3 shards the weights while they load, which needs the process group.
         init_distributed(self.config)
         self.training_arguments = training_arguments(self.config)
