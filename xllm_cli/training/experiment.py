@@ -223,7 +223,9 @@ class Experiment:
                 signal_number=self.interrupt.received,
                 hint="continue with the same command plus --resume-from-checkpoint last",
             )
-        return finish_run(self, result)
+        return finish_run(
+            self.config, self.trainer, self.tokenizer, result, self.progress.tokens_per_second(self.trainer.state)
+        )
 
 
 def check_training_settings(config: Any) -> None:

@@ -20,10 +20,10 @@ LOG_FILE = "training_log.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 
 
-def finish_run(experiment: Any, result: Any) -> Path:
-    config, trainer = experiment.config, experiment.trainer
+def finish_run(config: Any, trainer: Any, tokenizer: Any, result: Any, tokens_per_second: float) -> Path:
+    """Everything after the last step, for the run ``trainer`` finished with ``result``; returns the model folder."""
     output_dir = Path(config.output_dir)
-    save_final_model(experiment, output_dir)
+    save_final_model(config, trainer, tokenizer, output_dir)
     if is_main_process():
         write_atomically(output_dir / TRAINING_SETTINGS_FILE, json.dumps(masked_config(config), indent=2))
         write_atomically(output_dir / LOG_FILE, json.dumps(trainer.state.log_history, indent=2))
@@ -37,15 +37,14 @@ def finish_run(experiment: Any, result: Any) -> Path:
         wandb.finish()
         # A later run in the same process (the Python API) must read WANDB_DIR and the key afresh.
         wandb.teardown()
-    print_summary(experiment, result, output_dir)
+    print_summary(config, trainer.state, result, tokens_per_second, output_dir)
     if config.fuse_after_training and is_main_process():
         fuse_trained_adapter(config, output_dir)
     return output_dir
 
 
-def save_final_model(experiment: Any, output_dir: Path) -> None:
+def save_final_model(config: Any, trainer: Any, tokenizer: Any, output_dir: Path) -> None:
     """The trained model (only the adapter with LoRA) and its tokenizer, straight into ``output_dir``."""
-    config, trainer = experiment.config, experiment.trainer
     # One name for every process (a sharded save is collective); leftovers of a crashed save are cleared first.
     staging = output_dir / ".xllm-final-staging"
     if is_main_process():
@@ -56,7 +55,7 @@ def save_final_model(experiment: Any, output_dir: Path) -> None:
         model = trainer.accelerator.unwrap_model(trainer.model)
         kwargs = {} if hasattr(model, "peft_config") else {"max_shard_size": config.max_shard_size}
         model.save_pretrained(str(staging), **kwargs)
-        experiment.tokenizer.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
     if not is_main_process():
         return
     for item in staging.iterdir():
@@ -105,14 +104,13 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Path | Non
     return path
 
 
-def print_summary(experiment: Any, result: Any, output_dir: Path) -> None:
-    state = experiment.trainer.state
+def print_summary(config: Any, state: Any, result: Any, tokens_per_second: float, output_dir: Path) -> None:
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     runtime = result.metrics.get("train_runtime", 0.0) if result is not None else 0.0
-    what = "adapter" if experiment.config.apply_lora else "model"
+    what = "adapter" if config.apply_lora else "model"
     lines = [
         f"trained {state.global_step} steps in {runtime:.1f}s",
-        f"{experiment.progress.tokens_per_second(state):,.0f} tokens/s (non-padding)",
+        f"{tokens_per_second:,.0f} tokens/s (non-padding)",
         f"final loss {losses[-1]:.4f}" if losses else "no loss logged",
         f"{what}: {output_dir}",
         f"loss curve: {output_dir / LOSS_CURVE_FILE}",
