@@ -222,6 +222,9 @@ class Experiment:
 
 def check_training_settings(config: Any) -> None:
     """Combinations that only matter for training (the shared rules live in config/validation.py)."""
+    from xllm_cli.model_download import check_model_paths
+
+    check_model_paths(config)
     if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
         which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit" if config.load_in_8bit else "--from-gptq"
         raise ConfigError(f"{which} trains only adapters: add --apply-lora (quantized weights cannot be fine-tuned)")
