@@ -2,9 +2,10 @@
 
 Backend: gptqmodel's own API (it quantizes on CPU too; auto-gptq does not import with transformers 5 and needs CUDA).
 The result is a normal GPTQ checkpoint (``quantization_config`` in config.json, packed int32 weights) that plain
-``AutoModelForCausalLM.from_pretrained`` loads. Calibration text comes from ``quantization_dataset_id`` (a hub dataset
-id or a local file) or from the prepared train data; a few held-out samples of the same source measure perplexity
-before and after, printed and saved as ``quality.json`` next to the model.
+``AutoModelForCausalLM.from_pretrained`` loads: ``gptq_support`` refuses up front what transformers could not load
+back, and the written folder is loaded back before it is moved into place. Calibration text comes from
+``quantization_dataset_id`` (a hub dataset id or a local file) or from the prepared train data; a few held-out samples
+of the same source measure perplexity before and after, printed and saved as ``quality.json`` next to the model.
 """
 
 from __future__ import annotations
@@ -239,14 +240,22 @@ def resolve_model(config: Any) -> tuple[Path, Any]:
     return folder, gptq_plan
 
 
-def check_quality(quality: dict, limit: float, model_type: str) -> None:
-    if quality["relative_increase"] > limit:
-        raise XllmError(
-            f"quantize: {model_type}: perplexity rose {100 * quality['relative_increase']:+.1f}% "
-            f"({quality['perplexity_unquantized']:.3f} -> {quality['perplexity_quantized']:.3f}), past "
-            f"--quantization-max-perplexity-increase {limit:g}",
-            hint="try more --gptq-bits, a smaller --gptq-group-size or more calibration samples; or raise the limit",
-        )
+def check_quality(quality: dict, limit: float, model_type: str, staging: Path, output: Path) -> None:
+    """Past the perplexity limit, the result is kept beside the output as ``<output>.rejected`` (quantizing a large
+    model takes hours; the user may inspect it or accept it), never at the output path itself."""
+    if quality["relative_increase"] <= limit:
+        return
+    import shutil
+
+    rejected = output.parent / f"{output.name}.rejected"
+    shutil.rmtree(rejected, ignore_errors=True)
+    staging.rename(rejected)
+    raise XllmError(
+        f"quantize: {model_type}: perplexity rose {100 * quality['relative_increase']:+.1f}% "
+        f"({quality['perplexity_unquantized']:.3f} -> {quality['perplexity_quantized']:.3f}), past "
+        f"--quantization-max-perplexity-increase {limit:g}; the result is kept in {rejected}",
+        hint="try more --gptq-bits, a smaller --gptq-group-size or more calibration samples, or raise the limit",
+    )
 
 
 def quantize(config: Any) -> Path:
@@ -276,7 +285,7 @@ def quantize(config: Any) -> Path:
         save_tokenizer(config, tokenizer_source, staging)
         quality = measure_quality(config, model_path, staging, held_out, gptq_plan.model_type)
         (staging / QUALITY_FILE).write_text(json.dumps(quality, indent=2) + "\n")
-        check_quality(quality, config.quantization_max_perplexity_increase, gptq_plan.model_type)
+        check_quality(quality, config.quantization_max_perplexity_increase, gptq_plan.model_type, staging, output)
     console.info(
         f"perplexity on {quality['held_out_samples']} held-out samples ({quality['tokens']} tokens): "
         f"{quality['perplexity_unquantized']:.3f} unquantized -> {quality['perplexity_quantized']:.3f} "
