@@ -45,7 +45,11 @@ def tiny(
         architecture=architecture,
         tie_word_embeddings=tie_word_embeddings,
     )
-    print(f"tiny {architecture} model written to {path} (use --model-name-or-path {path})")
+    from xllm_cli.model_download import looks_local
+
+    # Written as a path (./tiny), which every step reads as a folder, never as a Hub id.
+    shown = str(path) if looks_local(str(path)) else f"./{path}"
+    print(f"tiny {architecture} model written to {shown} (use --model-name-or-path {shown})")
 
 
 def register(app: typer.Typer) -> None:
