@@ -280,3 +280,19 @@ def test_cli_tiny_builds_the_architecture_asked_for(tmp_path, capsys):
     assert isinstance(model.transformer.h[0].attn.c_attn, Conv1D) and model.lm_head.weight.dtype == torch.float32
     code, output = xllm(capsys, "tiny", "other", "--architecture", "gpt3")
     assert code == 2 and "did you mean 'gpt2'" in output and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(("architecture", "isolated"), [("llama", True), ("opt", False)])
+def test_weights_partitioned_away_as_under_zero3_are_probed_on_a_tiny_twin_of_the_class(architecture, isolated):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from xllm_cli.tiny import ARCHITECTURES, build_tokenizer
+    from xllm_cli.training.architecture import packing_leak
+
+    tokenizer = build_tokenizer()
+    config = AutoConfig.for_model(architecture, vocab_size=len(tokenizer), **ARCHITECTURES[architecture](64, 2))
+    with torch.device("meta"):  # no weights on this process, like a ZeRO-3 rank before the engine gathers them
+        model = AutoModelForCausalLM.from_config(config)
+    leak = packing_leak(model)
+    assert (leak is None) == isolated, leak

@@ -47,10 +47,16 @@ def plan(model_path: Path, config: Any) -> GptqPlan:
     from optimum.gptq.utils import get_block_name_with_pattern, get_layers
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=config.trust_remote_code)
+    try:
+        model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=config.trust_remote_code)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"--model-name-or-path {model_path}: transformers cannot build its model: {first_line}"
+        ) from None
     model_type = model_config.model_type
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.trust_remote_code)
     try:
         block = get_block_name_with_pattern(skeleton)
     except ValueError:
