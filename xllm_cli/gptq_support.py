@@ -109,9 +109,12 @@ def _gptqmodel_layers(model_config: Any, config: Any, skeleton: Any) -> list[tup
 
 
 def _input_width(layer: Any) -> int:
+    """Input columns of a layer optimum quantizes: Linear, transformers' Conv1D (weight stored transposed), Conv2d."""
     from transformers.pytorch_utils import Conv1D
 
-    return layer.weight.shape[0] if isinstance(layer, Conv1D) else layer.in_features
+    if isinstance(layer, Conv1D):
+        return layer.weight.shape[0]
+    return getattr(layer, "in_features", None) or layer.in_channels
 
 
 def _check_initialisation(skeleton: Any, loaded_back: dict[str, Any], model_type: str) -> None:
