@@ -67,7 +67,19 @@ def locked_versions() -> str:
     )
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"locked-versions": locked_versions}
+def tested_architectures() -> str:
+    """The architecture matrix's table, from the list tests/test_architectures.py runs."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.architecture_matrix import render_table
+
+    return render_table()
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "locked-versions": locked_versions,
+    "tested-architectures": tested_architectures,
+}
 
 
 def pages() -> list[Path]:

@@ -278,6 +278,9 @@ def fuse(config: Any) -> Path:
         check_for_command(config, "fuse")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    from xllm_cli.model_download import check_model_paths
+
+    check_model_paths(config)
     dtype = merge_dtype(config)
     dtype_name = str(dtype).removeprefix("torch.")
     if config.load_in_4bit or config.load_in_8bit:

@@ -160,7 +160,15 @@ class XllmConfig(BaseSettings):
     push_to_hub_bos_add_bos_token: bool = setting(
         False, "model", "When pushing a fused model, upload a tokenizer config with add_bos_token true."
     )
-    use_flash_attention_2: bool = setting(False, "model", "Use Flash Attention 2 (needs CUDA and flash-attn).")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flex_attention"] = setting(
+        "auto",
+        "model",
+        "Attention kernel; auto picks the fastest the model supports here: flash_attention_2 (CUDA + flash-attn), "
+        "else sdpa, else eager.",
+    )
+    use_flash_attention_2: bool = setting(
+        False, "model", "Original spelling of --attn-implementation flash_attention_2 (kept for compatibility)."
+    )
     trust_remote_code: bool = setting(False, "model", "Run the model repository's own code (only for repos you trust).")
     device_map: str | None = setting(None, "model", "Device map for loading, e.g. auto; unset lets xllm decide.")
     prepare_model_for_kbit_training: bool = setting(
@@ -228,6 +236,12 @@ class XllmConfig(BaseSettings):
     )
     quantization_max_samples: int = setting(1024, "gptq_quantization", "Most calibration samples used.", gt=0)
     quantized_model_path: str = setting("./quantized_model/", "gptq_quantization", "Where the GPTQ model is written.")
+    quantization_max_perplexity_increase: float = setting(
+        1.0,
+        "gptq_quantization",
+        "Largest held-out perplexity increase accepted, as a fraction (1.0: doubling); past it quantize fails.",
+        gt=0,
+    )
     quantized_hub_model_id: str | None = setting(None, "gptq_quantization", "Hub repository for the GPTQ model.")
     quantized_hub_private_repo: bool = setting(True, "gptq_quantization", "Create that repository as private.")
 

@@ -20,6 +20,11 @@ def check_combinations(config: Any) -> None:
     if c.from_gptq and (c.load_in_4bit or c.load_in_8bit):
         bnb = flag("load_in_4bit") if c.load_in_4bit else flag("load_in_8bit")
         raise ValueError(f"{flag('from_gptq')} cannot be combined with {bnb}: a GPTQ model is already quantized")
+    if c.use_flash_attention_2 and c.attn_implementation not in ("auto", "flash_attention_2"):
+        raise ValueError(
+            f"{flag('use_flash_attention_2')} contradicts {flag('attn_implementation')} {c.attn_implementation}: "
+            "pick one"
+        )
     if c.force_fp16 and c.force_fp32:
         raise ValueError(f"{flag('force_fp16')} and {flag('force_fp32')} cannot be used together: pick one")
     if c.deepspeed_stage not in (0, 1, 2, 3):
