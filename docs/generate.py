@@ -73,7 +73,20 @@ def config_reference() -> str:
     return reference_markdown()
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"locked-versions": locked_versions, "config-reference": config_reference}
+def tested_architectures() -> str:
+    """The architecture matrix's table, from the list tests/test_architectures.py runs."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.architecture_matrix import render_table
+
+    return render_table()
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "locked-versions": locked_versions,
+    "config-reference": config_reference,
+    "tested-architectures": tested_architectures,
+}
 
 
 def pages() -> list[Path]:

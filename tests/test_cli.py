@@ -159,3 +159,25 @@ def test_installed_binary_and_module_entry_points_agree(tmp_path):
             result.stderr.splitlines()[0]
             == "error: --push-to-hub needs --hub-model-id (e.g. --hub-model-id me/my-model)"
         )
+
+
+@pytest.mark.parametrize(
+    ("step", "extra"),
+    [
+        ("download", []),
+        ("train", ["--dataset-key", "general"]),
+        ("fuse", ["--lora-model-local-path", "."]),
+        ("quantize", []),
+    ],
+)
+@pytest.mark.parametrize("path", ["./no-such-model", "~/no-such-model-xllm", "../no-such-model"])
+def test_a_local_looking_model_path_that_does_not_exist_is_no_such_folder_not_a_hub_lookup(capsys, step, extra, path):
+    code, _, err = xllm(capsys, step, "--model-name-or-path", path, *extra)
+    assert code == 2, err
+    assert f"--model-name-or-path {path}: no such folder" in err
+    assert "Hub" not in err and "Traceback" not in err
+
+
+def test_a_local_looking_tokenizer_path_that_does_not_exist_is_no_such_folder(capsys, tiny_model):
+    code, _, err = xllm(capsys, "train", "--model-name-or-path", str(tiny_model), "--tokenizer-name-or-path", "./tok")
+    assert code == 2 and "--tokenizer-name-or-path ./tok: no such folder" in err

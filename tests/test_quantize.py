@@ -163,3 +163,63 @@ def test_missing_train_data_without_prepare_says_what_to_run(capsys, tiny_model)
     )  # fmt: skip
     assert code == 1
     assert "prepared data not found: train.jsonl" in output and "xllm download" in output
+
+
+def test_a_written_folder_that_does_not_load_back_is_exit_1_and_never_put_in_place(capsys, tmp_path, monkeypatch):
+    from xllm_cli.tiny import create_tiny_model
+
+    phi3 = create_tiny_model(tmp_path / "phi3", architecture="phi3")
+    # Skip the step that writes Phi-3's split gate/up projections as the gate_up_proj transformers has: the folder is
+    # then exactly what gptqmodel writes, which plain transformers loads with those weights missing.
+    monkeypatch.setattr("xllm_cli.gptq_support.fuse_split_pairs", lambda *args: None)
+    code, output = xllm(
+        capsys, "quantize", "--model-name-or-path", str(phi3), "--quantized-model-path", "gptq",
+        "--quantization-dataset-id", str(write_chat_calibration(tmp_path / "chat.jsonl")), *SMALL_GPTQ,
+    )  # fmt: skip
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "phi3: transformers loads the quantized model wrongly" in errors[0]
+    assert "weights missing (e.g. model.layers.0.mlp.gate_up_proj" in errors[0] and "weights unused" in errors[0]
+    assert not (tmp_path / "gptq").exists() and not list(tmp_path.glob(".gptq*"))
+
+
+def test_a_perplexity_rise_past_the_limit_is_exit_1_with_the_result_kept_aside(capsys, tmp_path):
+    import torch
+
+    from xllm_cli.tiny import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(25)  # confident predictions, which 2-bit weights make worse
+    model.save_pretrained(tmp_path / "wide")
+    tokenizer.save_pretrained(tmp_path / "wide")
+    code, output = xllm(
+        capsys, "quantize", "--model-name-or-path", str(tmp_path / "wide"), "--quantized-model-path", "gptq",
+        "--quantization-dataset-id", str(write_chat_calibration(tmp_path / "chat.jsonl")), *SMALL_GPTQ,
+        "--gptq-bits", "2", "--quantization-max-perplexity-increase", "0.001",
+    )  # fmt: skip
+    assert code == 1, output
+    assert "quantize: llama: perplexity rose +" in output and "--quantization-max-perplexity-increase 0.001" in output
+    assert not (tmp_path / "gptq").exists()
+    kept = tmp_path / "gptq.rejected"
+    assert json.loads((kept / "quality.json").read_text())["relative_increase"] > 0.001
+    assert_real_gptq_checkpoint(kept, bits=2)
+
+
+def test_the_group_size_must_divide_the_real_layer_widths_not_only_the_configs_usual_keys(capsys, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from xllm_cli.tiny import build_tokenizer
+
+    # OPT names its MLP width ffn_dim: 96 here, which groups of 64 do not divide (hidden_size 64 alone would pass).
+    tokenizer = build_tokenizer()
+    config = AutoConfig.for_model(
+        "opt", vocab_size=len(tokenizer), hidden_size=64, ffn_dim=96, num_hidden_layers=1, num_attention_heads=4,
+        word_embed_proj_dim=64,
+    )  # fmt: skip
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "opt")
+    tokenizer.save_pretrained(tmp_path / "opt")
+    code, output = xllm(capsys, "quantize", "--model-name-or-path", str(tmp_path / "opt"), "--gptq-group-size", "64")
+    assert code == 2
+    assert "--gptq-group-size 64 does not divide the model's layer width 96; use 32 or -1" in output

@@ -260,3 +260,32 @@ def torch_allclose(a, b) -> bool:
     import torch
 
     return torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_with_no_linear_layer_but_its_head_gets_one_line_instead_of_an_empty_target_list():
+    import torch
+
+    from xllm_cli.errors import ConfigError
+    from xllm_cli.training.lora import target_modules
+
+    class HeadOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.norm, self.head = torch.nn.Embedding(16, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 16)
+
+        def get_input_embeddings(self):
+            return self.embed
+
+        def get_output_embeddings(self):
+            return self.head
+
+    with pytest.raises(ConfigError) as refused:
+        target_modules(HeadOnly(), "all")
+    assert "HeadOnly has no linear layer LoRA can adapt besides its output head" in str(refused.value)
+    assert "Embedding, LayerNorm, Linear" in str(refused.value) and "--raw-lora-target-modules" in refused.value.hint
+
+
+def test_use_flash_attention_2_and_another_attention_contradict(tiny_model, tmp_path, capsys):
+    code = run_train(tiny_model, tmp_path / "out", "--use-flash-attention-2", "--attn-implementation", "eager")
+    err = capsys.readouterr().err
+    assert code == 2 and "--use-flash-attention-2 contradicts --attn-implementation eager: pick one" in err

@@ -28,6 +28,7 @@ from xllm_cli.checkpoint import (
     staged_folder,
 )
 from xllm_cli.errors import ConfigError, XllmError
+from xllm_cli.model_download import check_model_paths
 from xllm_cli.settings.names import flag
 
 DEFAULT_OUTPUT = "./fused_model"
@@ -267,6 +268,7 @@ def fuse(config: Any) -> Path:
     """Merge the adapter into ``model_name_or_path``; write ``fused_model_local_path``; push when asked."""
     if not (config.lora_hub_model_id or config.lora_model_local_path):
         raise ConfigError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")
+    check_model_paths(config)
     dtype = merge_dtype(config)
     dtype_name = str(dtype).removeprefix("torch.")
     writer_args = (parse_shard_size(config.max_shard_size), config.save_safetensors)

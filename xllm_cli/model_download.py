@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console
-from xllm_cli.errors import XllmError
+from xllm_cli.errors import ConfigError, XllmError
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -75,6 +75,25 @@ def select_files(files: list[str], read_index: Any, trust_remote_code: bool = Fa
 
 def is_local(name_or_path: str) -> bool:
     return Path(name_or_path).expanduser().is_dir()
+
+
+def looks_local(name_or_path: str) -> bool:
+    """A path as the user typed it (./x, ../x, /x, ~/x): meant as a folder, never as a Hub id."""
+    return name_or_path in (".", "..") or name_or_path.startswith(("./", "../", "/", "~"))
+
+
+def check_model_paths(config: Any) -> None:
+    """A local-looking model or tokenizer path that is not a folder is an error here, not a Hub lookup of its last
+    component (which would end in a network or 'repository not found' error about a name the user never typed)."""
+    for name in ("model_name_or_path", "tokenizer_name_or_path"):
+        value = getattr(config, name, None)
+        if not value or not looks_local(value):
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: no such folder")
+        if not path.is_dir():
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: not a folder (give the model's folder)")
 
 
 def _describe_hub_error(error: Exception, repo_id: str) -> XllmError:
@@ -152,6 +171,7 @@ def download_repo(repo_id: str, token: str | None, patterns: str = "model", trus
 
 def download_model(config: Any) -> Path | None:
     """Download the model (and a separate tokenizer) unless they are local folders; returns the model snapshot."""
+    check_model_paths(config)
     token = config.secret("huggingface_hub_token")
     snapshot = None
     if is_local(config.model_name_or_path):

@@ -2,9 +2,10 @@
 
 Backend: gptqmodel's own API (it quantizes on CPU too; auto-gptq does not import with transformers 5 and needs CUDA).
 The result is a normal GPTQ checkpoint (``quantization_config`` in config.json, packed int32 weights) that plain
-``AutoModelForCausalLM.from_pretrained`` loads. Calibration text comes from ``quantization_dataset_id`` (a hub dataset
-id or a local file) or from the prepared train data; a few held-out samples of the same source measure perplexity
-before and after, printed and saved as ``quality.json`` next to the model.
+``AutoModelForCausalLM.from_pretrained`` loads: ``gptq_support`` refuses up front what transformers could not load
+back, and the written folder is loaded back before it is moved into place. Calibration text comes from
+``quantization_dataset_id`` (a hub dataset id or a local file) or from the prepared train data; a few held-out samples
+of the same source measure perplexity before and after, printed and saved as ``quality.json`` next to the model.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def backend_output() -> Iterator[Path | None]:
     os.unlink(log.name)
 
 
-def run_gptq(config: Any, model_path: Path, tokenizer: Any, samples: list[list[int]], output: Path) -> None:
+def run_gptq(
+    config: Any, model_path: Path, tokenizer: Any, samples: list[list[int]], output: Path, layers: int | None
+) -> None:
     """Quantize with gptqmodel, layer by layer (progress per layer), and save the packed checkpoint to ``output``."""
     import torch
 
@@ -133,7 +136,6 @@ def run_gptq(config: Any, model_path: Path, tokenizer: Any, samples: list[list[i
         settings = QuantizeConfig(bits=config.gptq_bits, group_size=config.gptq_group_size, offload_to_disk=False)
         device = None if torch.cuda.is_available() else "cpu"
         model = GPTQModel.load(str(model_path), settings, device=device, trust_remote_code=config.trust_remote_code)
-    layers = json.loads((model_path / "config.json").read_text()).get("num_hidden_layers")
     calibration = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in samples]
     console.info(f"GPTQ: {config.gptq_bits}-bit, group size {config.gptq_group_size}, {len(samples)} samples")
     with progress("quantize", total=layers, unit="layers") as advance:
@@ -184,24 +186,26 @@ def perplexity(model: Any, samples: list[list[int]]) -> tuple[float, int]:
     return math.exp(total_loss / tokens), tokens
 
 
-def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: list[list[int]]) -> dict:
-    """Perplexity of the unquantized and the quantized model on the held-out samples (both loaded by transformers)."""
+def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: list[list[int]], model_type: str) -> dict:
+    """Perplexity of the unquantized and the quantized model on the held-out samples, both loaded by plain
+    transformers; the quantized one must load with exactly its weights (gptq_support.load_back)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    console.step(f"measuring perplexity on {len(held_out)} held-out samples")
+    from xllm_cli.gptq_support import load_back
+
+    console.step(f"loading the quantized model back and measuring perplexity on {len(held_out)} held-out samples")
     device_map = "auto" if torch.cuda.is_available() else None
     dtype = torch.float32 if not torch.cuda.is_available() or config.force_fp32 else torch.float16
     results: dict[str, Any] = {}
-    for label, folder, kwargs in (
-        ("unquantized", model_path, {"dtype": dtype}),
-        ("quantized", quantized, {}),
-    ):
-        with backend_output():
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, device_map=device_map, trust_remote_code=config.trust_remote_code, **kwargs
-            )
-            results[f"perplexity_{label}"], results["tokens"] = perplexity(model.eval(), held_out)
+    with backend_output():
+        model = load_back(quantized, model_type, config, device_map=device_map)
+        results["perplexity_quantized"], results["tokens"] = perplexity(model.eval(), held_out)
+        del model
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, device_map=device_map, trust_remote_code=config.trust_remote_code, dtype=dtype
+        )
+        results["perplexity_unquantized"], _ = perplexity(model.eval(), held_out)
         del model
     before, after = results["perplexity_unquantized"], results["perplexity_quantized"]
     results.update(
@@ -214,9 +218,13 @@ def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: li
     return results
 
 
-def resolve_model(config: Any) -> Path:
-    from xllm_cli.model_download import download_repo, is_local
+def resolve_model(config: Any) -> tuple[Path, Any]:
+    """The model's folder (downloaded when a hub id) and the GPTQ plan for it; refuses, before any work, a quantized
+    model, an architecture transformers could not load back quantized, and a group size that does not fit."""
+    from xllm_cli.gptq_support import check_group_size, plan
+    from xllm_cli.model_download import check_model_paths, download_repo, is_local
 
+    check_model_paths(config)
     name = config.model_name_or_path
     folder = Path(name).expanduser() if is_local(name) else download_repo(name, config.secret("huggingface_hub_token"))
     model_config = folder / "config.json"
@@ -225,20 +233,28 @@ def resolve_model(config: Any) -> Path:
     settings = json.loads(model_config.read_text())
     if settings.get("quantization_config"):
         raise ConfigError(f"--model-name-or-path {name} is already quantized; give the full-precision (fused) model")
-    check_group_size(config.gptq_group_size, settings)
-    return folder
+    with backend_output():  # importing gptqmodel prints its banner
+        gptq_plan = plan(folder, config)
+    check_group_size(config.gptq_group_size, gptq_plan.widths)
+    return folder, gptq_plan
 
 
-def check_group_size(group_size: int, settings: dict) -> None:
-    """A group spans input columns: it must divide every layer's input width, or the packed weights cannot run."""
-    widths = {settings.get(key) for key in ("hidden_size", "intermediate_size")} - {None}
-    bad = sorted(width for width in widths if group_size != -1 and width % group_size)
-    if bad:
-        fitting = [size for size in (32, 64, 128) if all(width % size == 0 for width in widths)]
-        raise ConfigError(
-            f"--gptq-group-size {group_size} does not divide the model's layer width {bad[0]}; "
-            f"use {' or '.join(map(str, fitting + [-1]))}"
-        )
+def check_quality(quality: dict, limit: float, model_type: str, staging: Path, output: Path) -> None:
+    """Past the perplexity limit, the result is kept beside the output as ``<output>.rejected`` (quantizing a large
+    model takes hours; the user may inspect it or accept it), never at the output path itself."""
+    if quality["relative_increase"] <= limit:
+        return
+    import shutil
+
+    rejected = output.parent / f"{output.name}.rejected"
+    shutil.rmtree(rejected, ignore_errors=True)
+    staging.rename(rejected)
+    raise XllmError(
+        f"quantize: {model_type}: perplexity rose {100 * quality['relative_increase']:+.1f}% "
+        f"({quality['perplexity_unquantized']:.3f} -> {quality['perplexity_quantized']:.3f}), past "
+        f"--quantization-max-perplexity-increase {limit:g}; the result is kept in {rejected}",
+        hint="try more --gptq-bits, a smaller --gptq-group-size or more calibration samples, or raise the limit",
+    )
 
 
 def quantize(config: Any) -> Path:
@@ -247,23 +263,28 @@ def quantize(config: Any) -> Path:
     from transformers import AutoTokenizer
 
     from xllm_cli.checkpoint import save_tokenizer, staged_folder
+    from xllm_cli.gptq_support import fuse_split_pairs
 
-    model_path = resolve_model(config)
+    model_path, gptq_plan = resolve_model(config)
     tokenizer_source = config.tokenizer_name_or_path or model_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=config.trust_remote_code)
     samples, held_out = calibration_ids(config, tokenizer)
     output = Path(config.quantized_model_path).expanduser()
     with staged_folder(output) as staging:
         try:
-            run_gptq(config, model_path, tokenizer, samples, staging)
+            run_gptq(config, model_path, tokenizer, samples, staging, gptq_plan.layers)
         except XllmError:
             raise
         except Exception as error:
             first_line = (str(error).strip().splitlines() or [""])[0]
-            raise XllmError(f"GPTQ quantization failed: {type(error).__name__}: {first_line}") from error
+            raise XllmError(
+                f"GPTQ quantization of {gptq_plan.model_type} failed: {type(error).__name__}: {first_line}"
+            ) from error
+        fuse_split_pairs(staging, gptq_plan.split_pairs, config.gptq_bits)
         save_tokenizer(config, tokenizer_source, staging)
-        quality = measure_quality(config, model_path, staging, held_out)
+        quality = measure_quality(config, model_path, staging, held_out, gptq_plan.model_type)
         (staging / QUALITY_FILE).write_text(json.dumps(quality, indent=2) + "\n")
+        check_quality(quality, config.quantization_max_perplexity_increase, gptq_plan.model_type, staging, output)
     console.info(
         f"perplexity on {quality['held_out_samples']} held-out samples ({quality['tokens']} tokens): "
         f"{quality['perplexity_unquantized']:.3f} unquantized -> {quality['perplexity_quantized']:.3f} "

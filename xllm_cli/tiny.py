@@ -1,12 +1,16 @@
-"""A tiny Llama-style model and tokenizer built locally, with no hub.
+"""A tiny model (Llama-style by default, or any architecture of ``ARCHITECTURES``) and tokenizer built locally, with
+no hub.
 
 Every step loads it exactly like a real checkpoint (``save_pretrained`` output), so it is what the tests use and what a
-user can smoke-test a configuration with on a CPU before spending GPU hours.
+user can smoke-test a configuration with on a CPU before spending GPU hours. The models are built from transformers' own
+config classes with random weights: the same modeling code as the real checkpoints of that architecture.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 
@@ -68,26 +72,89 @@ def build_tokenizer(vocab_size: int = 512, with_pad_token: bool = False):
     return wrapped
 
 
-def build_model(tokenizer, hidden_size: int = 64, num_layers: int = 2, seed: int = 0):
-    """A randomly initialised ``LlamaForCausalLM`` sized for a CPU."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _decoder(hidden: int, layers: int, **extra: Any) -> dict[str, Any]:
+    """Settings named the way most decoders name them: 4 heads, 2 key/value heads, MLP twice as wide (an ``extra``
+    of None drops a setting the config class does not have)."""
+    settings = {
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        **extra,
+    }
+    return {name: value for name, value in settings.items() if value is not None}
 
-    config = LlamaConfig(
+
+def _with_head_dim(hidden: int, layers: int) -> dict[str, Any]:
+    # These configs default head_dim to 128 or 256 whatever the hidden size: keep heads * head_dim == hidden.
+    return _decoder(hidden, layers, head_dim=hidden // 4)
+
+
+# model_type (as config.json spells it) -> its config settings for a given hidden size and layer count. Layer widths
+# stay multiples of 32, so GPTQ groups of 32 fit every layer.
+ARCHITECTURES: dict[str, Callable[[int, int], dict[str, Any]]] = {
+    "llama": _decoder,
+    "mistral": _decoder,
+    "qwen2": _decoder,
+    "qwen3": _with_head_dim,
+    "gemma": _with_head_dim,
+    "gemma2": lambda h, n: _with_head_dim(h, n) | {"query_pre_attn_scalar": h // 4},
+    "gemma3_text": lambda h, n: _with_head_dim(h, n) | {"query_pre_attn_scalar": h // 4},
+    "phi3": _decoder,
+    "gpt2": lambda h, n: {"n_embd": h, "n_layer": n, "n_head": 4, "n_positions": 2048},
+    "gpt_neox": lambda h, n: _decoder(h, n, num_key_value_heads=None),
+    "falcon": lambda h, n: {"hidden_size": h, "num_hidden_layers": n, "num_attention_heads": 4},
+    "opt": lambda h, n: {
+        "hidden_size": h,
+        "ffn_dim": h * 2,
+        "num_hidden_layers": n,
+        "num_attention_heads": 4,
+        "word_embed_proj_dim": h,
+    },
+    "bloom": lambda h, n: {"hidden_size": h, "n_layer": n, "n_head": 4},
+}
+
+
+def check_architecture(architecture: str) -> None:
+    if architecture not in ARCHITECTURES:
+        from xllm_cli.errors import ConfigError, did_you_mean
+
+        raise ConfigError(
+            f"--architecture {architecture}: xllm builds no tiny model of it{did_you_mean(architecture, ARCHITECTURES)} "
+            f"(known: {', '.join(ARCHITECTURES)})"
+        )
+
+
+def build_model(
+    tokenizer,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+    architecture: str = "llama",
+    tie_word_embeddings: bool | None = None,
+):
+    """A randomly initialised causal LM of ``architecture`` sized for a CPU, in float32.
+
+    ``tie_word_embeddings`` None keeps the architecture's own default (Llama: untied, GPT-2 and Gemma: tied).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    check_architecture(architecture)
+    settings = ARCHITECTURES[architecture](hidden_size, num_layers)
+    settings.update(
         vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
+    if tie_word_embeddings is not None:
+        settings["tie_word_embeddings"] = tie_word_embeddings
+    config = AutoConfig.for_model(architecture, **settings)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     return model.to(torch.float32)
 
 
@@ -99,11 +166,22 @@ def create_tiny_model(
     with_pad_token: bool = False,
     max_shard_size: str | None = None,
     seed: int = 0,
+    architecture: str = "llama",
+    tie_word_embeddings: bool | None = None,
 ) -> Path:
-    """Write a tiny model and its tokenizer to ``path`` with ``save_pretrained`` and return the path."""
+    """Write a tiny model of ``architecture`` and its tokenizer to ``path`` with ``save_pretrained``; returns the
+    path."""
+    check_architecture(architecture)
     path = Path(path)
     tokenizer = build_tokenizer(vocab_size=vocab_size, with_pad_token=with_pad_token)
-    model = build_model(tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed)
+    model = build_model(
+        tokenizer,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        seed=seed,
+        architecture=architecture,
+        tie_word_embeddings=tie_word_embeddings,
+    )
     path.mkdir(parents=True, exist_ok=True)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(path, **kwargs)

@@ -105,8 +105,10 @@ def field_option(name: str, info: Any, panel: str) -> inspect.Parameter:
     if completer is not None:
         kwargs["autocompletion"] = completer
     elif name in PATH_FIELDS:
-        python_type = Path  # the shell completes file and folder names; converted back to str by the command
-        kwargs["metavar"] = "PATH"
+        # The shell completes file and folder names; the value stays the text typed: a Path would turn ./my-model
+        # into my-model, which then reads as a Hub id.
+        python_type = Path
+        kwargs.update(path_type=str, metavar="PATH")
     annotation = Annotated[Optional[python_type], typer.Option(*decls, **kwargs)]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 

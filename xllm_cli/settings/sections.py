@@ -103,7 +103,23 @@ class LoadingSettings(Section):
     title: ClassVar[str] = "Loading"
 
     device_map: str | None = setting(None, "Device map for loading, e.g. auto; unset lets xllm decide.")
-    use_flash_attention_2: bool = setting(False, "Use Flash Attention 2 (needs CUDA and flash-attn).")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flex_attention"] = setting(
+        "auto",
+        "Attention kernel; auto picks the fastest the model supports here: flash_attention_2 (CUDA + flash-attn), "
+        "else sdpa, else eager.",
+    )
+    use_flash_attention_2: bool = setting(
+        False, "Original spelling of --attn-implementation flash_attention_2 (kept for compatibility)."
+    )
+
+    @model_validator(mode="after")
+    def _one_attention(self) -> Any:
+        if self.use_flash_attention_2 and self.attn_implementation not in ("auto", "flash_attention_2"):
+            raise ValueError(
+                f"{flag('use_flash_attention_2')} contradicts {flag('attn_implementation')} "
+                f"{self.attn_implementation}: pick one"
+            )
+        return self
 
 
 class DataSettings(Section):
@@ -357,6 +373,11 @@ class GptqSettings(Section):
         None, "Calibration data: hub dataset id or local file; unset uses the train data."
     )
     quantization_max_samples: int = setting(1024, "Most calibration samples used.", gt=0)
+    quantization_max_perplexity_increase: float = setting(
+        1.0,
+        "Largest held-out perplexity increase accepted, as a fraction (1.0: doubling); past it quantize fails.",
+        gt=0,
+    )
     quantized_hub_model_id: str | None = setting(None, "Hub repository for the GPTQ model.")
     quantized_hub_private_repo: bool = setting(True, "Create that repository as private.")
 

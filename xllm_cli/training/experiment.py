@@ -159,6 +159,10 @@ class Experiment:
         set_seed(self.config.seed)
         quantized = self.quantization_config is not None or self.config.from_gptq
         self.model = load_model(self.config, self.quantization_config, self.tokenizer)
+        if self.config.packing:
+            from xllm_cli.training.architecture import check_packing_isolation
+
+            check_packing_isolation(self.model)
         self.model = prepare_for_training(self.model, self.config, quantized)
 
     def build_lora(self) -> None:
@@ -230,6 +234,11 @@ class Experiment:
 
 def check_training_settings(config: Any) -> None:
     """Combinations that only matter for training (the shared rules live in config/validation.py)."""
+    from xllm_cli.model_download import check_model_paths
+    from xllm_cli.training.architecture import attention_implementation, model_class
+
+    check_model_paths(config)
+    attention_implementation(config, model_class(config))  # an attention the model lacks: refused before any work
     if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
         which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit" if config.load_in_8bit else "--from-gptq"
         raise ConfigError(f"{which} trains only adapters: add --apply-lora (quantized weights cannot be fine-tuned)")

@@ -11,10 +11,13 @@ from xllm_cli.errors import ConfigError, did_you_mean
 
 
 def _is_linear(module: Any) -> bool:
+    """A layer LoRA adapts as a linear map: ``nn.Linear`` and its subclasses (bitsandbytes' layers, Falcon's
+    FalconLinear), transformers' ``Conv1D`` (GPT-2's transposed linear), and quantized linears that carry packed
+    ``qweight`` (GPTQ, AWQ): the linear types peft's LoRA wraps."""
     import torch
+    from transformers.pytorch_utils import Conv1D
 
-    # bitsandbytes' layers subclass nn.Linear; GPTQ's quantized linears do not, but carry packed ``qweight``.
-    return isinstance(module, torch.nn.Linear) or hasattr(module, "qweight")
+    return isinstance(module, (torch.nn.Linear, Conv1D)) or hasattr(module, "qweight")
 
 
 def linear_module_names(model: Any) -> list[str]:
@@ -33,6 +36,13 @@ def target_modules(model: Any, raw: str) -> list[str]:
     """``all`` -> every linear layer but the head; a comma list -> those names, each checked against the model."""
     available = linear_module_names(model)
     if raw.strip() == "all":
+        if not available:
+            kinds = sorted({type(module).__name__ for module in model.modules() if not list(module.children())})
+            raise ConfigError(
+                f"--raw-lora-target-modules all: {type(model).__name__} has no linear layer LoRA can adapt besides "
+                f"its output head (layer types: {', '.join(kinds)})",
+                hint="name the modules to adapt with --raw-lora-target-modules, or train without --apply-lora",
+            )
         return available
     wanted = [name.strip() for name in raw.split(",") if name.strip()]
     module_names = {name.rpartition(".")[2] for name, _ in model.named_modules()}

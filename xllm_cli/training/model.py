@@ -3,7 +3,6 @@ gradient checkpointing."""
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from typing import Any
 
@@ -72,19 +71,6 @@ def load_tokenizer(config: Any) -> Any:
     return tokenizer
 
 
-def attention_implementation(config: Any) -> str:
-    if not config.use_flash_attention_2:
-        return "sdpa"
-    if not has_cuda():
-        raise ConfigError("--use-flash-attention-2 needs a CUDA GPU, and none is available here")
-    if importlib.util.find_spec("flash_attn") is None:
-        raise ConfigError(
-            "--use-flash-attention-2 needs the flash-attn package, which is not installed",
-            hint="pip install flash-attn --no-build-isolation, or drop --use-flash-attention-2",
-        )
-    return "flash_attention_2"
-
-
 def quantization_config(config: Any) -> Any:
     """The bitsandbytes config for 4/8-bit loading, the GPTQ loading config for ``from_gptq``, or None."""
     if config.from_gptq:
@@ -116,6 +102,8 @@ def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
+
     dtype = compute_dtype(config)
     if dtype == torch.float16 and not config.apply_lora:
         # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
@@ -123,7 +111,7 @@ def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
         dtype = torch.float32
     kwargs: dict[str, Any] = {
         "dtype": dtype,
-        "attn_implementation": attention_implementation(config),
+        "attn_implementation": attention_implementation(config, model_class(config)),
         "trust_remote_code": config.trust_remote_code,
         "token": config.secret("huggingface_hub_token"),
     }
@@ -146,6 +134,7 @@ def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
             f"cannot load the model '{config.model_name_or_path}': {str(error).splitlines()[0]}",
             hint="check --model-name-or-path, and run 'xllm download' first",
         ) from None
+    report_attention(config, model)
     if quantization is not None and config.bnb_quantize_after_model_init and not config.from_gptq:
         model = quantize_loaded_model(model, quantization)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
