@@ -7,7 +7,7 @@ and shell completion must answer in a fraction of a second.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -55,14 +55,14 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     version: Annotated[
-        Optional[bool],
+        bool,
         typer.Option(
             "--version",
             help="Show versions of xllm, its libraries and the devices seen.",
             callback=_print_version,
             is_eager=True,
         ),
-    ] = None,
+    ] = False,  # a bool default: Typer then skips building a pydantic validator for it on every command line
 ) -> None:
     """Fine-tune large language models: download -> train -> fuse -> quantize."""
 

@@ -116,6 +116,17 @@ def field_option(name: str, info: Any, panel: str) -> inspect.Parameter:
 class StepCommand(typer.core.TyperCommand):
     """Plain help, grouped by panel: the step's main options first, then each section, then how to run."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Resilient parsing (a TAB press, the plugin pre-pass of ``steps.command_for``) keeps the text typed: the
+        readers only need raw values, and Typer's coercion builds a pydantic validator per option on first use, about
+        a third of the time of ``xllm train --help``. A real parse coerces as usual."""
+        if not ctx.resilient_parsing:
+            return super().parse_args(ctx, args)
+        opts, rest, _ = self.make_parser(ctx).parse_args(args=args)
+        ctx.params = {param.name: opts.get(param.name) for param in self.get_params(ctx) if param.expose_value}
+        ctx.args = rest
+        return rest
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self.format_usage(ctx, formatter)
         self.format_help_text(ctx, formatter)
