@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from statistics import mean
+from xml.etree import ElementTree
 
 import pytest
 
@@ -18,6 +19,7 @@ from xllm_cli.cli.app import main
 from xllm_cli.data.demo import demo_records
 
 SECRET = "hf_do_not_print_this_token"
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,10 @@ def test_full_finetuning_falls_and_saves_model_tokenizer_config_and_curve(tiny_m
     assert AutoTokenizer.from_pretrained(output).eos_token == "</s>"
     saved = json.loads((output / "xllm_config.json").read_text())
     assert saved["max_steps"] == 24 and saved["huggingface_hub_token"] == "**********"
-    assert (output / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curve = ElementTree.parse(output / "loss_curve.svg").getroot()
+    logged = [entry for entry in json.loads((output / "training_log.json").read_text()) if "loss" in entry]
+    (train_line,) = [line for line in curve.iter(f"{SVG}polyline") if line.get("data-name") == "train loss"]
+    assert len(train_line.get("points").split()) == len(logged)
     # Progress with loss, lr and tokens/s (plain lines: stderr is not a terminal here), then the summary.
     assert "train: 24/24 steps" in err and "loss=" in err and "lr=" in err and "tokens_per_s=" in err
     assert "done: trained 24 steps" in err and f"model: {output}" in err

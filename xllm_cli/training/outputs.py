@@ -17,7 +17,7 @@ from xllm_cli.checkpoint import TRAINING_SETTINGS_FILE
 from xllm_cli.training.distributed import is_main_process, uses_deepspeed
 
 LOG_FILE = "training_log.json"
-LOSS_CURVE_FILE = "loss_curve.png"
+LOSS_CURVE_FILE = "loss_curve.svg"
 
 
 def finish_run(config: Any, trainer: Any, tokenizer: Any, result: Any, tokens_per_second: float) -> Path:
@@ -79,28 +79,13 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Path | None:
-    """Train (and eval) loss against steps as a PNG; Agg canvas, so no display and no pyplot global state."""
-    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
-    evaluation = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
-    if not train and not evaluation:
-        return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Train (and eval) loss against steps as an SVG file (``training/loss_curve.py``); None when nothing was logged."""
+    from xllm_cli.training.loss_curve import loss_points, render_svg
 
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for points, label in ((train, "train loss"), (evaluation, "eval loss")):
-        if points:
-            axes.plot(*zip(*points, strict=True), label=label, marker="." if len(points) < 50 else None)
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    figure.savefig(temporary)
-    os.replace(temporary, path)
+    series = loss_points(log_history)
+    if not series:
+        return None
+    write_atomically(path, render_svg(series))
     return path
 
 
