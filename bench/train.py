@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from plain import LORA, MAX_LENGTH, OPTIM, plain_trainer_run  # bench/plain.py: the same run with transformers alone
+
 BATCH = 8
-MAX_LENGTH = 256
-LORA = {"r": 8, "alpha": 32, "dropout": 0.1}
-OPTIM = "adamw_torch"
 
 
 def varied_texts(count: int, seed: int = 0) -> list[str]:
@@ -38,49 +37,6 @@ def varied_texts(count: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     lengths = [int(math.exp(rng.uniform(math.log(8), math.log(220)))) for _ in range(count)]
     return [" ".join(rng.choices(words, k=length)) for length in lengths]
-
-
-def plain_trainer_run(model_dir: Path, texts: list[str], steps: int, output: Path) -> float:
-    """What a user would write with transformers and peft alone. Returns non-pad tokens per second."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
-    from transformers import TrainingArguments as Arguments
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.pad_token = tokenizer.eos_token
-    encoded = tokenizer(texts, truncation=True, max_length=MAX_LENGTH - 1)["input_ids"]
-    dataset = [{"input_ids": ids + [tokenizer.eos_token_id]} for ids in encoded]
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
-    targets = sorted(
-        {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} - {"lm_head"}
-    )
-    model = get_peft_model(
-        model,
-        LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules=targets),
-    )
-    arguments = Arguments(
-        output_dir=str(output),
-        per_device_train_batch_size=BATCH,
-        max_steps=steps,
-        learning_rate=2e-4,
-        optim=OPTIM,
-        logging_steps=steps,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        include_num_input_tokens_seen="non_padding",
-        disable_tqdm=True,
-    )
-    trainer = Trainer(
-        model=model,
-        args=arguments,
-        train_dataset=dataset,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-    )
-    result = trainer.train()
-    return trainer.state.num_input_tokens_seen / result.metrics["train_runtime"]
 
 
 def xllm_run(model_dir: Path, data: Path, steps: int, output: Path, packing: bool) -> float:
@@ -128,12 +84,14 @@ def main() -> int:
         data = root / "train.jsonl"
         data.write_text("".join(json.dumps({"text_parts": [text]}) + "\n" for text in texts))
         runs = {
-            "plain transformers": lambda i: plain_trainer_run(model_dir, texts, options.steps, root / f"plain{i}"),
+            "plain transformers": lambda i: plain_trainer_run(
+                model_dir, texts, options.steps, root / f"plain{i}", BATCH
+            ),
             "xllm": lambda i: xllm_run(model_dir, data, options.steps, root / f"xllm{i}", packing=False),
             "xllm --packing": lambda i: xllm_run(model_dir, data, options.steps, root / f"packed{i}", packing=True),
         }
         # One short untimed run first: the first training loop of a process pays one-time costs (kernel caches).
-        plain_trainer_run(model_dir, texts, 2, root / "warmup")
+        plain_trainer_run(model_dir, texts, 2, root / "warmup", BATCH)
         best: dict[str, float] = {}
         for repeat in range(options.repeats):
             for name, run in runs.items():

@@ -13,12 +13,13 @@ import sys
 import pytest
 
 HEAVY = ("torch", "transformers", "peft", "datasets", "deepspeed", "bitsandbytes", "wandb", "accelerate", "gptqmodel")
-# Runs in the subprocess: atexit hooks run after main()'s sys.exit, so this sees everything the command imported.
-PROBE = f"""
+# Runs in the subprocess: atexit hooks run after main()'s sys.exit, so this sees everything the command imported. A
+# watched name matches the module itself and its submodules.
+PROBE = """
 import atexit, json, os, sys
 def report():
-    heavy = {HEAVY!r}
-    loaded = sorted(name for name in sys.modules if name.split(".")[0] in heavy or name == "xllm_cli.versions")
+    watched = os.environ["WATCHED_MODULES"].split(",")
+    loaded = sorted(name for name in sys.modules if any(name == w or name.startswith(w + ".") for w in watched))
     with open(os.environ["HEAVY_IMPORTS_REPORT"], "w") as out:
         json.dump(loaded, out)
 atexit.register(report)
@@ -35,12 +36,16 @@ def steps() -> list[str]:
     return sorted(typer.main.get_command(app).commands)
 
 
-def heavy_imports(tmp_path, *args: str, env: dict | None = None) -> tuple[list[str], subprocess.CompletedProcess]:
+def heavy_imports(
+    tmp_path, *args: str, env: dict | None = None, watched: tuple[str, ...] = (*HEAVY, "xllm_cli.versions")
+) -> tuple[list[str], subprocess.CompletedProcess]:
+    """(the ``watched`` modules ``xllm *args`` imported, the finished process)."""
     report = tmp_path / "heavy.json"
-    full_env = {**os.environ, **(env or {}), "HEAVY_IMPORTS_REPORT": str(report)}
+    full_env = {**os.environ, **(env or {}), "HEAVY_IMPORTS_REPORT": str(report), "WATCHED_MODULES": ",".join(watched)}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], env=full_env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", PROBE, *args], env=full_env, capture_output=True, text=True, timeout=600
     )
+    assert report.is_file(), done.stderr
     return json.loads(report.read_text()), done
 
 
@@ -87,3 +92,40 @@ def test_the_probe_sees_heavy_imports(tmp_path):
     loaded, done = heavy_imports(tmp_path, "--version")
     assert done.returncode == 0, done.stderr
     assert "torch" in loaded and "xllm_cli.versions" in loaded
+
+
+# Imported only when an option asks for them: W&B (--report-to-wandb), GPTQ (--from-gptq, quantize), Liger
+# (--use-liger-kernel), flash-attn (--attn-implementation flash_attention_2), matplotlib (never: the loss curve is
+# drawn by xllm), and the other steps' own modules. (datasets, bitsandbytes and deepspeed are not on the list: the
+# Trainer, peft and accelerate import them whenever they are installed, in a plain transformers script as well.)
+OPTIONAL_FOR_A_LORA_RUN = (
+    "wandb",
+    "gptqmodel",
+    "optimum",
+    "matplotlib",
+    "liger_kernel",
+    "flash_attn",
+    "xllm_cli.fuse",
+    "xllm_cli.quantize",
+    "xllm_cli.gptq_support",
+    "xllm_cli.data.prepare",
+)
+
+
+@pytest.mark.slow
+def test_a_plain_lora_run_imports_no_optional_library(tmp_path, tiny_model):
+    from xllm_cli.data.demo import demo_records
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(record) + "\n" for record in demo_records()[:16]))
+    output = tmp_path / "adapter"
+    args = ["train", "--model-name-or-path", str(tiny_model), "--dataset-key", "general"]
+    args += ["--train-local-path-to-data", str(data), "--apply-lora", "--max-steps", "2", "--warmup-steps", "0"]
+    args += ["--logging-steps", "1", "--output-dir", str(output)]
+    watched = (*OPTIONAL_FOR_A_LORA_RUN, "torch", "peft")
+    loaded, done = heavy_imports(tmp_path, *args, watched=watched)
+    assert done.returncode == 0, done.stderr
+    assert (output / "adapter_model.safetensors").is_file() and (output / "loss_curve.svg").is_file()
+    assert "torch" in loaded and "peft" in loaded  # the probe sees what the run did import
+    optional = [w for w in OPTIONAL_FOR_A_LORA_RUN if any(n == w or n.startswith(w + ".") for n in loaded)]
+    assert optional == [], f"a plain LoRA run imported {optional}"
