@@ -27,6 +27,7 @@ from xllm_cli.training.distributed import (
     predefined_config_path,
     world_size,
 )
+from xllm_cli.training.threads import usable_cores
 
 STEPS = 8
 
@@ -255,14 +256,22 @@ def launch(
         "--max-steps", str(STEPS), "--save-steps", str(STEPS), "--max-length", "64", "--logging-steps", "1",
         "--warmup-steps", "0", "--learning-rate", "3e-3", "--optim", "adamw_torch",
     ]  # fmt: skip
+    launch_env = clean_env(**(env or {}))
+    launch_env.pop("OMP_NUM_THREADS")  # xllm chooses each process's threads itself: the tests read its start-up line
     result = subprocess.run(
         [*launcher, XLLM, "train", *train_flags, *flags],
-        capture_output=True, text=True, env=clean_env(**(env or {})), cwd=prepared, timeout=420,
-        stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, env=launch_env, cwd=prepared, timeout=420, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     return out, output
+
+
+def chosen_threads(processes: int, torchrun: bool = False) -> str:
+    """The start-up line of a CPU launch of ``processes`` processes on this node without OMP_NUM_THREADS."""
+    cores = usable_cores()
+    line = f"CPU threads: {max(1, cores // processes)} per process (auto: {cores} core(s) / {processes} process(es)"
+    return line + (" on this node, instead of torchrun's OMP_NUM_THREADS=1)" if torchrun else " on this node)")
 
 
 def deepspeed_launcher() -> list[str]:
@@ -334,6 +343,7 @@ def test_deepspeed_lora_trains_and_saves_a_loadable_adapter(run, request, tiny_m
     out, output = request.getfixturevalue(run)
     assert_trained_and_saved_once(out, output, "adapter_model.safetensors")
     assert f"distributed: 2 process(es), DeepSpeed ZeRO-{run[4]}, gloo communication" in output
+    assert chosen_threads(2) in output  # the DeepSpeed launcher sets no OMP_NUM_THREADS: cores are shared out
     state = deepspeed_state(out)
     assert state["ds_config"]["zero_optimization"]["stage"] == int(run[4]) and state["dp_world_size"] == 2
 
@@ -378,6 +388,7 @@ def test_torchrun_ddp_trains_and_saves_once(ddp_full):
     out, output = ddp_full
     assert_trained_and_saved_once(out, output, "model.safetensors")
     assert "distributed: 2 process(es), DDP (every process holds the whole model), gloo communication" in output
+    assert chosen_threads(2, torchrun=True) in output
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out) is not None
@@ -398,5 +409,6 @@ def test_deepspeed_stage1_runs_without_a_launcher(prepared, tiny_model):
     out, output = launch(prepared, tiny_model, [sys.executable], "zero1-single", "--deepspeed-stage", "1")
     assert_trained_and_saved_once(out, output, "model.safetensors")
     assert "distributed: 1 process(es), DeepSpeed ZeRO-1" in output
+    assert chosen_threads(1) in output
     state = deepspeed_state(out)
     assert state["ds_config"]["zero_optimization"]["stage"] == 1 and state["dp_world_size"] == 1

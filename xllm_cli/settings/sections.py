@@ -258,6 +258,14 @@ class TrainingSettings(Section):
     stabilize: bool = setting(
         False, "Norms in float32; LoRA matrices, embeddings and head in bfloat16 where supported."
     )
+    use_liger_kernel: bool = setting(
+        False,
+        "CUDA only: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU, cross-entropy without materialised logits); "
+        "needs pip install 'xllm-cli[gpu]'.",
+    )
+    torch_compile: bool = setting(
+        False, "CUDA only: compile the model with torch.compile (inductor): faster steps after a compile of minutes."
+    )
     do_eval: bool = setting(False, "Evaluate every eval_steps (needs eval data).")
     per_device_eval_batch_size: int | None = setting(
         None, "Eval batch size per device; defaults to the train batch size."
@@ -300,6 +308,11 @@ class DistributedSettings(Section):
     )
     fsdp_offload: bool = setting(True, "With FSDP, offload parameters to the CPU.")
     local_rank: int = setting(0, "Process rank on this node; set by deepspeed/torchrun, rarely by hand.")
+    cpu_threads: int | None = setting(
+        None,
+        "CPU threads per process; unset: without CUDA, cores / processes on this node (OMP_NUM_THREADS if you set it).",
+        gt=0,
+    )
 
     @property
     def uses_deepspeed(self) -> bool:

@@ -1,5 +1,5 @@
 """xllm's training fields -> transformers ``TrainingArguments``, and the one place a training run changes the
-process environment (``set_up_environment``: the Hub token, W&B's variables, a warning filter)."""
+process environment (``set_up_environment``: CPU threads, the Hub token, W&B's variables, a warning filter)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def training_arguments(config: Any) -> Any:
     from transformers import TrainingArguments
 
     from xllm_cli.training.distributed import distributed_arguments
+    from xllm_cli.training.gpu import training_arguments as gpu_arguments
     from xllm_cli.training.model import compute_dtype, has_cuda
 
     if not config.save_safetensors:
@@ -60,6 +61,7 @@ def training_arguments(config: Any) -> Any:
         # LoRA with gradient checkpointing leaves frozen parameters without gradients; DDP must not wait for them.
         "ddp_find_unused_parameters": False if config.apply_lora else None,
     }
+    kwargs.update(gpu_arguments(config))
     kwargs.update(distributed_arguments(config))
     return TrainingArguments(**kwargs)
 
@@ -67,11 +69,17 @@ def training_arguments(config: Any) -> Any:
 def set_up_environment(config: Any) -> None:
     """What a training run needs in the process environment, set in one visible place before the run is built."""
     from xllm_cli.training.model import has_cuda
+    from xllm_cli.training.threads import apply_threads, choose_threads
 
+    cuda = has_cuda()
+    threads = choose_threads(config.cpu_threads, cuda)
+    apply_threads(threads)  # before the model loads: loading runs on these threads already
+    if threads.threads is not None or not cuda:
+        console.info(threads.line)
     configure_hub_token(config)
     if config.report_to_wandb:
         configure_wandb(config)
-    if config.optim.startswith("paged_") and not has_cuda():
+    if config.optim.startswith("paged_") and not cuda:
         explain_unpaged_optimizer(config.optim)
 
 
