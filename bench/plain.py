@@ -20,27 +20,57 @@ OPTIM = "adamw_torch"
 
 
 def plain_trainer_run(
-    model_dir: Path, texts: list[str], steps: int, output: Path, batch: int = 8, save: bool = False, **arguments: Any
+    model_dir: Path,
+    texts: list[str],
+    steps: int,
+    output: Path,
+    batch: int = 8,
+    save: bool = False,
+    max_length: int = MAX_LENGTH,
+    load_in_4bit: bool = False,
+    lora_rank: int = LORA["r"],
+    **arguments: Any,
 ) -> float:
-    """Train ``steps`` steps; returns non-pad tokens per second of the training loop. ``arguments`` go to
-    ``TrainingArguments`` (e.g. ``bf16=True``)."""
+    """Train ``steps`` steps; returns non-pad tokens per second of the training loop. ``load_in_4bit`` makes it QLoRA
+    as the peft docs write it (nf4, double quantization, k-bit preparation); ``arguments`` go to ``TrainingArguments``
+    (e.g. ``bf16=True``)."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+        DataCollatorForLanguageModeling,
+        Trainer,
+    )
     from transformers import TrainingArguments as Arguments
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.pad_token = tokenizer.eos_token
-    encoded = tokenizer(texts, truncation=True, max_length=MAX_LENGTH - 1)["input_ids"]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length - 1)["input_ids"]
     dataset = [{"input_ids": ids + [tokenizer.eos_token_id]} for ids in encoded]
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
+    loading: dict[str, Any] = {"attn_implementation": "sdpa"}
+    if load_in_4bit:
+        cuda = torch.cuda.is_available()
+        loading["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32,
+        )
+        loading["dtype"] = torch.bfloat16 if cuda else torch.float32
+        if cuda:
+            loading["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **loading)
+    if load_in_4bit:
+        model = prepare_model_for_kbit_training(model)
     targets = sorted(
         {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} - {"lm_head"}
     )
     model = get_peft_model(
         model,
-        LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules=targets),
+        LoraConfig(r=lora_rank, lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules=targets),
     )
     settings = {
         "output_dir": str(output),

@@ -161,8 +161,10 @@ class Experiment:
         self.model = load_model(self.config, self.quantization_config, self.tokenizer)
         if self.config.packing:
             from xllm_cli.training.architecture import check_packing_isolation
+            from xllm_cli.training.gpu import describe_packing_kernel
 
             check_packing_isolation(self.model)
+            console.info(describe_packing_kernel(self.model))
         self.model = prepare_for_training(self.model, self.config, quantized)
 
     def build_lora(self) -> None:
@@ -236,8 +238,10 @@ def check_training_settings(config: Any) -> None:
     """Combinations that only matter for training (the shared rules live in config/validation.py)."""
     from xllm_cli.model_download import check_model_paths
     from xllm_cli.training.architecture import attention_implementation, model_class
+    from xllm_cli.training.gpu import check_gpu_options
 
     check_model_paths(config)
+    check_gpu_options(config)
     attention_implementation(config, model_class(config))  # an attention the model lacks: refused before any work
     if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
         which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit" if config.load_in_8bit else "--from-gptq"

@@ -1,0 +1,96 @@
+"""The GPU path: what makes training fast on CUDA, each through the Trainer's own support, each checked before any
+work so a machine that cannot run an option says so in one line.
+
+- ``--use-liger-kernel`` (``TrainingArguments.use_liger_kernel``): Liger's Triton kernels for RMSNorm, RoPE, SwiGLU
+  and a fused linear cross-entropy. ``LMTrainer`` then lets the model compute the training loss from the labels
+  (``trainer.model_loss``), so the (tokens x vocabulary) logits are never materialised.
+- ``--torch-compile`` (``TrainingArguments.torch_compile``): torch.compile with inductor.
+- bf16 autocast: on by itself where the GPU supports bfloat16 (``model.compute_dtype``: the weights load in bf16 and
+  the Trainer runs with ``bf16=True``), fp16 on older GPUs, float32 on CPU.
+- flash-attention varlen for packed rows: ``--packing`` with flash attention feeds each batch as one row with the
+  sample boundaries (``trainer.flatten_packed_batch``).
+- paged 8-bit optimizers: ``--optim paged_adamw_8bit`` (the default) and the other bitsandbytes names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from xllm_cli.errors import ConfigError
+from xllm_cli.training.model import has_cuda
+
+GPU_EXTRA = "pip install 'xllm-cli[gpu]'"
+
+
+def check_gpu_options(config: Any) -> None:
+    """Refuse, before any work, a GPU option this machine or this run cannot use."""
+    if config.use_liger_kernel:
+        check_liger(config)
+    if config.torch_compile and not has_cuda():
+        raise ConfigError(
+            "--torch-compile needs CUDA: on CPU the compile takes minutes and the LoRA step gets no faster "
+            "(measured on the tiny model); this machine has no CUDA device"
+        )
+
+
+def check_liger(config: Any) -> None:
+    if not has_cuda():
+        raise ConfigError(
+            "--use-liger-kernel needs CUDA: Liger's kernels are Triton GPU kernels, and this machine has no CUDA device"
+        )
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError(
+            "--use-liger-kernel needs the liger-kernel package, which is not installed",
+            hint=f"{GPU_EXTRA} (or pip install liger-kernel)",
+        )
+    if config.label_smoothing_factor:
+        raise ConfigError(
+            "--use-liger-kernel computes the loss in Liger's fused cross-entropy, which has no label smoothing: "
+            "drop --label-smoothing-factor or --use-liger-kernel"
+        )
+    model_type = _model_type(config)
+    supported = liger_model_types()
+    if model_type is not None and model_type not in supported:
+        raise ConfigError(
+            f"--use-liger-kernel: Liger has no kernels for model type '{model_type}' "
+            f"(it has: {', '.join(sorted(supported))})"
+        )
+
+
+def liger_model_types() -> set[str]:
+    """The model types Liger patches (its own table)."""
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+    return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
+
+
+def _model_type(config: Any) -> str | None:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(
+            config.model_name_or_path,
+            trust_remote_code=config.trust_remote_code,
+            token=config.secret("huggingface_hub_token"),
+        ).model_type
+    except (OSError, ValueError, KeyError):
+        return None  # loading the model reports it with its own message
+
+
+def training_arguments(config: Any) -> dict[str, Any]:
+    """The Trainer's own switches for the options above."""
+    return {"use_liger_kernel": config.use_liger_kernel, "torch_compile": config.torch_compile}
+
+
+def describe_packing_kernel(model: Any) -> str:
+    """The start-up line of a packed run: how packed rows reach the attention kernel."""
+    from xllm_cli.training.trainer import forward_takes_kwargs, uses_flash_attention
+
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if uses_flash_attention(model):
+        how = (
+            "with the sample boundaries precomputed" if forward_takes_kwargs(model) else "boundaries from position_ids"
+        )
+        return f"packing: {implementation} varlen, each batch flattened into one row ({how})"
+    return f"packing: {implementation} attention with a block-diagonal mask from the restarting position_ids"
