@@ -79,12 +79,17 @@ format: install
 completions: install
 	$(PY) -m xllm_cli.cli.completion_scripts completions
 
+# Each bench records its rows in bench/results.json; docs/generate.py then renders docs/performance.md from it.
 bench: install
 	$(PY) bench/install.py
 	$(PY) bench/startup.py
+	$(PY) bench/setup.py
 	$(PY) bench/prepare.py
 	$(PY) bench/train.py
+	$(PY) bench/threads.py
 	$(PY) bench/fuse.py
+	$(PY) bench/gpu.py --if-cuda
+	$(PY) docs/generate.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache build *.egg-info

@@ -102,6 +102,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--shard-size", default="150MB")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--no-record", action="store_true", help="do not write bench/results.json")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="xllm-bench-fuse-") as tmp:
         root = Path(tmp)
@@ -124,6 +125,23 @@ def main() -> int:
     )
     met = ratio <= 0.5 and same and shards >= 8
     print("target met" if met else "target MISSED")
+    if not options.no_record:
+        from results import record, row
+
+        record(
+            "fuse",
+            f"`xllm fuse`: peak memory merging LoRA into a {size_mib:,.0f} MiB model in {shards} shards",
+            [
+                row(
+                    "streaming merge (shard by shard), peak RSS",
+                    f"{results['streaming'][1]:,.0f} MiB",
+                    f"{results['peft'][1]:,.0f} MiB (peft merge_and_unload)",
+                    f"{ratio:.2f}" + ("" if same else " (weights differ!)"),
+                    "<= 0.50, identical weights",
+                    met,
+                )
+            ],
+        )
     return 0 if met or not options.check else 1
 
 

@@ -9,6 +9,7 @@ under docs/; NAME picks the function below that renders it.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -82,10 +83,41 @@ def tested_architectures() -> str:
     return render_table()
 
 
+BENCH_RESULTS = REPO / "bench" / "results.json"
+# The order of the sections in docs/performance.md, by bench (bench/<name>.py writes the section <name>).
+BENCH_SECTIONS = ("startup", "setup", "train", "threads", "fuse", "gpu")
+
+
+def performance_tables(results_file: Path = BENCH_RESULTS) -> str:
+    """One table per bench from the numbers the benches recorded (bench/results.py), each with its date, machine and
+    load; a bench that never ran here says so instead of showing a number."""
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    parts = []
+    for name in BENCH_SECTIONS:
+        section = results.get(name)
+        if section is None:
+            parts += [f"**{name}**: not measured yet (`python bench/{name}.py`).", ""]
+            continue
+        parts += [
+            f"**{section['title']}** — `bench/{name}.py`, {section['measured']}, {section['machine']}, "
+            f"load average {section['load_average']}",
+            "",
+            "| measured | value | baseline (same run) | ratio | target | met |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in section["rows"]:
+            met = {True: "yes", False: "**no**", None: ""}[row["met"]]
+            cells = [row["what"], row["value"], row["baseline"], row["ratio"], row["target"], met]
+            parts.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        parts.append("")
+    return "\n".join(parts).rstrip()
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "locked-versions": locked_versions,
     "config-reference": config_reference,
     "tested-architectures": tested_architectures,
+    "performance": performance_tables,
 }
 
 
