@@ -64,7 +64,8 @@ def plain_trainer_run(
             loading["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(model_dir, **loading)
     if load_in_4bit:
-        model = prepare_model_for_kbit_training(model)
+        # peft turns gradient checkpointing on by default here; xllm only with --use-gradient-checkpointing.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = sorted(
         {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} - {"lm_head"}
     )

@@ -120,6 +120,47 @@ def test_the_loss_the_model_computes_is_xllms_loss(tiny_model, batches, kind, nu
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
+def test_lm_trainer_with_liger_lets_the_model_compute_the_same_loss(tiny_model, batches, tmp_path):
+    """The dispatch in LMTrainer.compute_loss: training, and evaluation when the Trainer asks for the loss only (it
+    adds skip_logits, which Liger's forward accepts with labels only), go through the model's own loss."""
+    import torch
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from xllm_cli.training.trainer import LMTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    trainers = {
+        liger: LMTrainer(
+            model=model,
+            args=TrainingArguments(
+                output_dir=str(tmp_path / str(liger)), use_liger_kernel=liger, use_cpu=True, report_to="none"
+            ),
+        )
+        for liger in (False, True)
+    }
+    batch = batches["packed"]
+    seen: list[dict] = []
+    forward = model.forward
+
+    def recording_forward(*args, **kwargs):
+        seen.append(kwargs)
+        return forward(*args, **kwargs)
+
+    model.forward = recording_forward
+    with torch.no_grad():
+        model.train()
+        own = trainers[False].compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(9))
+        assert "labels" not in seen[-1]
+        fused = trainers[True].compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(9))
+        assert seen[-1]["labels"] is batch["labels"] and seen[-1]["num_items_in_batch"] == 9
+        model.eval()
+        trainers[True].compute_loss(model, dict(batch))  # evaluation with logits: xllm's own loss
+        assert "labels" not in seen[-1]
+        trainers[True].compute_loss(model, {**batch, "skip_logits": True})
+        assert seen[-1]["labels"] is batch["labels"] and seen[-1]["skip_logits"] is True
+    assert torch.allclose(own, fused, atol=1e-5)
+
+
 def test_packed_rows_flattened_for_flash_attention_keep_the_loss_and_the_boundaries(tiny_model, batches):
     import torch
     from transformers import AutoModelForCausalLM

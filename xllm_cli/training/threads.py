@@ -5,7 +5,8 @@ each then runs as many OpenMP threads as there are cores: they spin waiting for 
 takes 28 s. So on a machine without CUDA each process takes ``cores // processes on this node`` threads, unless the
 user says otherwise: ``--cpu-threads N``, or ``OMP_NUM_THREADS`` set in the environment. torchrun sets
 ``OMP_NUM_THREADS=1`` itself when it starts several processes; that is its default, not the user's choice, and is
-replaced (the variable is read from the launcher's own starting environment to tell the two apart).
+replaced (the variable is read from the launcher's own starting environment to tell the two apart). The DeepSpeed
+launcher sets nothing, unless asked to with ``--bind_cores_to_rank`` (then its value is kept).
 
 With CUDA the CPU only feeds the device: torch's default (or the launcher's) is kept unless ``--cpu-threads`` is
 given. The choice is applied to torch before the model loads and exported as ``OMP_NUM_THREADS`` for child processes.

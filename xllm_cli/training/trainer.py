@@ -96,7 +96,9 @@ class LMTrainer(Trainer):
     ) -> Any:
         if "position_ids" in inputs and uses_flash_attention(self.model):
             inputs = flatten_packed_batch(inputs, varlen_kwargs=forward_takes_kwargs(self.model))
-        if self.args.use_liger_kernel and model.training:
+        # With Liger the model computes the loss: in training, and in evaluation when the Trainer asks for the loss
+        # only (it then adds skip_logits, which Liger's forward accepts only together with the labels).
+        if self.args.use_liger_kernel and (model.training or inputs.get("skip_logits")):
             loss, outputs = model_loss(model, inputs, num_items_in_batch)
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # as below
