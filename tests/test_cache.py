@@ -213,8 +213,8 @@ def test_an_unwritable_cache_folder_is_one_clear_error(tiny_model, tmp_path, cap
 # --- where the cache is ----------------------------------------------------------------------------------------------
 def test_the_cache_folder_setting_moves_entries_without_changing_their_key(tiny_model, tmp_path):
     from xllm_cli.data.general import GeneralDataset
+    from xllm_cli.models import load_tokenizer
     from xllm_cli.settings import XllmConfig
-    from xllm_cli.training.model import load_tokenizer
     from xllm_cli.training.tokenize import SampleSource, encode_source
 
     data = write_training_data(tmp_path / "train.jsonl")

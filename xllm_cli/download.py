@@ -28,9 +28,9 @@ class DownloadResult:
 def download(config: Any) -> DownloadResult:
     from xllm_cli.cleanup import sigterm_unwinds
     from xllm_cli.data.prepare import prepare_dataset
-    from xllm_cli.model_download import check_model_paths, download_model
+    from xllm_cli.models import check_local_paths, download_model
 
-    check_model_paths(config)  # before preparing data: a mistyped local path fails at once
+    check_local_paths(config)  # before preparing data: a mistyped local path fails at once
     result = DownloadResult()
     if config.prepare_dataset:
         with sigterm_unwinds():  # SIGTERM, like Ctrl-C, removes the half-written files (prepare_dataset's finally)

@@ -33,3 +33,10 @@ def closest(word: str, choices) -> str | None:
 def did_you_mean(word: str, choices) -> str:
     match = closest(word, choices)
     return f"; did you mean '{match}'?" if match else ""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty (``str(error)`` of a
+    bare ``OSError()`` is empty: ``splitlines()[0]`` would raise)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

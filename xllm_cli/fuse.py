@@ -22,13 +22,11 @@ from xllm_cli.checkpoint import (
     ShardWriter,
     base_weight_files,
     copy_model_files,
-    merge_dtype,
     parse_shard_size,
-    save_tokenizer,
     staged_folder,
 )
 from xllm_cli.errors import ConfigError, XllmError
-from xllm_cli.model_download import check_model_paths
+from xllm_cli.models import model_settings, open_model, resolve_model, save_tokenizer, storage_dtype
 from xllm_cli.settings.names import flag
 
 DEFAULT_OUTPUT = "./fused_model"
@@ -173,10 +171,9 @@ def stream_merge(adapter: LoraAdapter, base_dir: Path, files: list[str], output:
 def peft_merge(config: Any, adapter_dir: Path, base_dir: Path, output: Path, dtype, writer_args) -> None:
     """The whole model in memory: load base + adapter with peft, ``merge_and_unload``, save."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     console.step("loading the base model and the adapter with peft")
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, trust_remote_code=config.trust_remote_code)
+    model = open_model(base_dir, config, dtype)
     tokenizer_size = _adapter_tokenizer_size(adapter_dir)
     if tokenizer_size and tokenizer_size > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(tokenizer_size)  # training added tokens; the adapter's embeddings match
@@ -244,17 +241,10 @@ def resolve_adapter(config: Any) -> Path:
 
 
 def resolve_base(config: Any) -> Path:
-    from xllm_cli.model_download import download_repo, is_local
-
+    """The base model's folder; a quantized base is refused (the merge needs its full-precision weights)."""
+    folder = resolve_model(config)
     name = config.model_name_or_path
-    if is_local(name):
-        folder = Path(name).expanduser()
-    else:
-        folder = download_repo(name, config.secret("huggingface_hub_token"), "model", config.trust_remote_code)
-    model_config = folder / "config.json"
-    if not model_config.is_file():
-        raise ConfigError(f"--model-name-or-path {name}: no config.json, not a model folder")
-    quantization = json.loads(model_config.read_text()).get("quantization_config")
+    quantization = model_settings(folder, name).get("quantization_config")
     if quantization:
         method = quantization.get("quant_method", "quantized")
         raise ConfigError(
@@ -268,8 +258,7 @@ def fuse(config: Any) -> Path:
     """Merge the adapter into ``model_name_or_path``; write ``fused_model_local_path``; push when asked."""
     if not (config.lora_hub_model_id or config.lora_model_local_path):
         raise ConfigError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")
-    check_model_paths(config)
-    dtype = merge_dtype(config)
+    dtype = storage_dtype(config)
     dtype_name = str(dtype).removeprefix("torch.")
     writer_args = (parse_shard_size(config.max_shard_size), config.save_safetensors)
     adapter_dir = resolve_adapter(config)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xllm_cli import errors
 from xllm_cli.errors import ConfigError, XllmError
 
 # gptqmodel's split of a fused gate/up projection (its "defuser", first half gate, second half up, as the modeling
@@ -52,7 +53,7 @@ def plan(model_path: Path, config: Any) -> GptqPlan:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError, KeyError) as error:
-        first_line = (str(error).strip().splitlines() or [""])[0]
+        first_line = errors.first_line(error)
         raise ConfigError(
             f"--model-name-or-path {model_path}: transformers cannot build its model: {first_line}"
         ) from None
@@ -237,7 +238,7 @@ def load_back(folder: Path, model_type: str, config: Any, **kwargs: Any) -> Any:
             folder, trust_remote_code=config.trust_remote_code, output_loading_info=True, **kwargs
         )
     except Exception as error:
-        first_line = (str(error).strip().splitlines() or [""])[0]
+        first_line = errors.first_line(error)
         raise XllmError(
             f"quantize: {model_type}: transformers cannot load the quantized model: {type(error).__name__}: "
             f"{first_line}"

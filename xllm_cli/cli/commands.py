@@ -85,7 +85,7 @@ def tiny(
     ] = None,
 ) -> None:
     """Create a tiny model (random weights, a tokenizer built locally) loadable like any checkpoint. No network."""
-    from xllm_cli.model_download import looks_local
+    from xllm_cli.models import looks_local
     from xllm_cli.tiny import create_tiny_model
 
     create_tiny_model(

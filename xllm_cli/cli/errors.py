@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from xllm_cli import console
 from xllm_cli.cleanup import Terminated
 from xllm_cli.cli.click import Abort, Exit, NoArgsIsHelpError, NoSuchOption, UsageError
-from xllm_cli.errors import XllmError, did_you_mean
+from xllm_cli.errors import XllmError, did_you_mean, first_line
 
 
 @dataclass(frozen=True)
@@ -21,11 +21,6 @@ class Failure:
     hint: str | None = None
     traceback: bool = False  # worth a traceback under --verbose
     output: str | None = None  # printed on stdout instead of an error line (the help of a bare `xllm`)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _usage_failure(error: UsageError) -> Failure:
@@ -72,10 +67,10 @@ def describe(error: BaseException) -> Failure:
         return Failure(str(error), error.exit_code, hint=error.hint, traceback=True)
     if type(error).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
         return Failure(
-            f"out of memory: {_first_line(error)}",
+            f"out of memory: {first_line(error)}",
             1,
             hint="check the estimate: xllm train --estimate with the same flags",
             traceback=True,
         )
     hint = None if console.verbose() else "run again with --verbose for the traceback"
-    return Failure(f"{type(error).__name__}: {_first_line(error)}", 1, hint=hint, traceback=True)
+    return Failure(f"{type(error).__name__}: {first_line(error)}", 1, hint=hint, traceback=True)

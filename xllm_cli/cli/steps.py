@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xllm_cli.registry import GROUPS
+
 
 @dataclass(frozen=True)
 class Step:
@@ -47,7 +49,7 @@ STEPS: dict[str, Step] = {
             "Multi-GPU: `deepspeed --num_gpus N $(which xllm) train ...` or "
             "`torchrun --nproc_per_node N $(which xllm) train ...`.",
             "xllm_cli.training.run:train",
-            ("datasets", "collators", "trainers", "experiments"),
+            tuple(GROUPS),  # every kind of plugin takes part in training
             ("model_name_or_path", "dataset_key", "train_local_path_to_data", "apply_lora", "output_dir"),
         ),
         Step(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xllm_cli.errors import ConfigError
+from xllm_cli.errors import ConfigError, first_line
 from xllm_cli.settings.names import CONVENTIONAL_ENV, ENV_PREFIX
 from xllm_cli.settings.sections import SECTION_TITLES, RunSettings
 
@@ -87,7 +87,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # yaml.YAMLError, tomllib.TOMLDecodeError
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        reason = getattr(error, "problem", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = getattr(error, "problem", None) or first_line(error)
         raise ConfigError(f"{where}: invalid {kind}: {reason}") from None
     if data is None:
         return {}

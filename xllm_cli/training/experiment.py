@@ -116,7 +116,7 @@ class Experiment:
             )
 
     def build_tokenizer(self) -> None:
-        from xllm_cli.training.model import load_tokenizer
+        from xllm_cli.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.config)
 
@@ -173,8 +173,8 @@ class Experiment:
 
     def build_stabilize(self) -> None:
         if self.config.stabilize:
+            from xllm_cli.models import bf16_supported
             from xllm_cli.training.lora import stabilize
-            from xllm_cli.training.model import bf16_supported
 
             half = None
             if bf16_supported():
@@ -234,10 +234,10 @@ class Experiment:
 
 def check_training_settings(config: Any) -> None:
     """Combinations that only matter for training (the shared rules live in config/validation.py)."""
-    from xllm_cli.model_download import check_model_paths
+    from xllm_cli.models import check_local_paths
     from xllm_cli.training.architecture import attention_implementation, model_class
 
-    check_model_paths(config)
+    check_local_paths(config)
     attention_implementation(config, model_class(config))  # an attention the model lacks: refused before any work
     if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
         which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit" if config.load_in_8bit else "--from-gptq"
