@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from xllm_cli import console
-
-if TYPE_CHECKING:
-    from xllm_cli.data.prepare import PreparedData
+from xllm_cli.cleanup import sigterm_unwinds
+from xllm_cli.data.prepare import PreparedData, prepare_dataset
+from xllm_cli.models import check_local_paths, download_model
 
 
 @dataclass
@@ -26,10 +26,6 @@ class DownloadResult:
 
 
 def download(config: Any) -> DownloadResult:
-    from xllm_cli.cleanup import sigterm_unwinds
-    from xllm_cli.data.prepare import prepare_dataset
-    from xllm_cli.models import check_local_paths, download_model
-
     check_local_paths(config)  # before preparing data: a mistyped local path fails at once
     result = DownloadResult()
     if config.prepare_dataset:

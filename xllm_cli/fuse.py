@@ -25,7 +25,9 @@ from xllm_cli.checkpoint import (
     parse_shard_size,
     staged_folder,
 )
+from xllm_cli.console import progress
 from xllm_cli.errors import ConfigError, XllmError
+from xllm_cli.hub import download_adapter, push_folder
 from xllm_cli.models import model_settings, open_model, resolve_model, save_tokenizer, storage_dtype
 from xllm_cli.settings.names import flag
 
@@ -148,8 +150,6 @@ def stream_merge(adapter: LoraAdapter, base_dir: Path, files: list[str], output:
     """Read the base shard by shard, add the deltas, write shards of ``max_shard_size``; one shard in memory."""
     from safetensors import safe_open
 
-    from xllm_cli.console import progress
-
     writer = ShardWriter(output, *writer_args)
     merged = 0
     with progress("fuse (streaming)", total=len(files), unit="shards") as advance:
@@ -235,7 +235,6 @@ def resolve_adapter(config: Any) -> Path:
         if not folder.is_dir():
             raise ConfigError(f"--lora-model-local-path: no such folder: {folder}")
         return folder
-    from xllm_cli.hub import download_adapter
 
     return download_adapter(config.lora_hub_model_id, config.secret("huggingface_hub_token"))
 
@@ -291,8 +290,6 @@ def fuse(config: Any) -> Path:
     if config.push_to_hub_bos_add_bos_token and not config.push_to_hub:
         console.info("--push-to-hub-bos-add-bos-token: the tokenizer config says add_bos_token true")
     if config.push_to_hub:
-        from xllm_cli.hub import push_folder
-
         push_folder(
             output,
             config.hub_model_id,

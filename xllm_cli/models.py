@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console
+from xllm_cli.collators.templates import set_chat_template
 from xllm_cli.errors import ConfigError, first_line
 from xllm_cli.hub import download_repo
 from xllm_cli.settings.names import flag
@@ -156,8 +157,6 @@ def load_tokenizer(config: Any, source: str | Path | None = None, for_training: 
     if config.tokenizer_padding_side:
         tokenizer.padding_side = config.tokenizer_padding_side
     if config.chat_template:
-        from xllm_cli.collators.templates import set_chat_template
-
         set_chat_template(tokenizer, config.chat_template)
         console.info(f"chat template: {config.chat_template} (saved with the model's tokenizer)")
     if for_training and tokenizer.pad_token_id is None:

@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console, errors
+from xllm_cli.checkpoint import staged_folder
+from xllm_cli.console import progress
+from xllm_cli.data.base import read_prepared
+from xllm_cli.data.general import general_sample, looks_like_path, read_source
+from xllm_cli.data.prepare import prepare_dataset
 from xllm_cli.errors import ConfigError, DataError, XllmError
+from xllm_cli.gptq_support import check_group_size, fuse_split_pairs, load_back, plan
+from xllm_cli.hub import push_folder
 from xllm_cli.models import compute_dtype, load_tokenizer, model_settings, open_model, resolve_model
+from xllm_cli.registry import load
 
 INSTALL_HINT = "pip install 'xllm-cli[gptq]'"
 BACKEND_MODULES = ("gptqmodel", "optimum")  # optimum: transformers needs it to load a GPTQ checkpoint
@@ -44,7 +52,6 @@ def require_backend() -> None:
 
 def calibration_samples(config: Any) -> Iterator[dict]:
     """Training samples ({"text_parts"} or {"messages"}) of the calibration source."""
-    from xllm_cli.data.general import general_sample, looks_like_path, read_source
 
     source = config.quantization_dataset_id
     if source:
@@ -54,13 +61,9 @@ def calibration_samples(config: Any) -> Iterator[dict]:
         for where, record in train:
             yield general_sample(where, record, config.dataset_text_field, config.dataset_parts_separator)
         return
-    from xllm_cli.data.base import read_prepared
-    from xllm_cli.registry import load
 
     path = Path(config.train_local_path_to_data)
     if not path.is_file() and config.prepare_dataset:
-        from xllm_cli.data.prepare import prepare_dataset
-
         console.info(f"calibration: {path} is missing, preparing dataset '{config.dataset_key}' first")
         prepare_dataset(config)
     dataset = load("datasets", config.dataset_key)(config)
@@ -127,8 +130,6 @@ def run_gptq(
     """Quantize with gptqmodel, layer by layer (progress per layer), and save the packed checkpoint to ``output``."""
     import torch
 
-    from xllm_cli.console import progress
-
     # gptqmodel's CPU worker pool: its default is a single worker on a 2-core machine, which stalls quantization.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, min(12, ((os.cpu_count() or 2) + 1) // 2))))
     with backend_output():
@@ -192,8 +193,6 @@ def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: li
     transformers; the quantized one must load with exactly its weights (gptq_support.load_back)."""
     import torch
 
-    from xllm_cli.gptq_support import load_back
-
     console.step(f"loading the quantized model back and measuring perplexity on {len(held_out)} held-out samples")
     device_map = "auto" if torch.cuda.is_available() else None
     results: dict[str, Any] = {}
@@ -218,7 +217,6 @@ def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: li
 def resolve_model_and_plan(config: Any) -> tuple[Path, Any]:
     """The model's folder (downloaded when a hub id) and the GPTQ plan for it; refuses, before any work, a quantized
     model, an architecture transformers could not load back quantized, and a group size that does not fit."""
-    from xllm_cli.gptq_support import check_group_size, plan
 
     folder = resolve_model(config)
     name = config.model_name_or_path
@@ -251,8 +249,6 @@ def check_quality(quality: dict, limit: float, model_type: str, staging: Path, o
 def quantize(config: Any) -> Path:
     """GPTQ-quantize ``model_name_or_path`` into ``quantized_model_path``; report perplexity; push when asked."""
     require_backend()
-    from xllm_cli.checkpoint import staged_folder
-    from xllm_cli.gptq_support import fuse_split_pairs
 
     model_path, gptq_plan = resolve_model_and_plan(config)
     tokenizer_source = config.tokenizer_name_or_path or model_path
@@ -281,8 +277,6 @@ def quantize(config: Any) -> Path:
     )
     console.info(f"quantized model: {output}")
     if config.quantized_hub_model_id:
-        from xllm_cli.hub import push_folder
-
         push_folder(
             output,
             config.quantized_hub_model_id,

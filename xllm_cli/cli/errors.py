@@ -37,7 +37,7 @@ def _usage_failure(error: UsageError) -> Failure:
 
 def _other_steps_option(option: str, step: str | None) -> str | None:
     """'--deepspeed-stage is a setting of xllm train, not of xllm download' for a flag another step takes."""
-    from xllm_cli.settings.sections import FIELD_SECTIONS, steps_reading  # only when a flag is wrong
+    from xllm_cli.settings.index import FIELD_SECTIONS, steps_reading  # only when a flag is wrong
 
     name = option.removeprefix("--").removeprefix("no-").replace("-", "_")
     if name not in FIELD_SECTIONS or step is None:

@@ -78,7 +78,7 @@ def _run(ctx: Any, step: Step, base_cls: type | None, values: dict[str, Any]) ->
     """The body of every step command: resolve the settings from every source, then run (or show them)."""
     from xllm_cli.cli import console
     from xllm_cli.settings.config import XllmConfig
-    from xllm_cli.settings.sections import step_fields
+    from xllm_cli.settings.index import step_fields
     from xllm_cli.settings.sources import resolve_config
 
     console.configure(verbose=values.pop("verbose"), quiet=values.pop("quiet"))
@@ -102,8 +102,8 @@ def _command(step: Step, base_cls: type | None, plugins: tuple) -> Any:
     key = (step.name, base_cls, plugins)
     if key not in _commands:
         from xllm_cli.cli.options import MAIN_PANEL, build_command
+        from xllm_cli.settings.index import CUSTOM_SECTION, FIELDS, STEP_SECTIONS, section_title
         from xllm_cli.settings.plugins import plugin_fields
-        from xllm_cli.settings.sections import CUSTOM_SECTION, FIELDS, STEP_SECTIONS, section_title
 
         fields = [
             (name, info, MAIN_PANEL if name in step.main_options else section.title)

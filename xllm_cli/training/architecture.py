@@ -14,6 +14,7 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.errors import ConfigError
+from xllm_cli.tiny import ARCHITECTURES, build_model, build_tokenizer
 
 # Fastest first: what ``auto`` tries, in order.
 ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
@@ -173,7 +174,6 @@ def _materialised(parameter: Any) -> bool:
 
 def _probe_twin(model: Any) -> str | None:
     """The weights are partitioned (ZeRO-3): probe a tiny random model of the same class and kernel instead."""
-    from xllm_cli.tiny import ARCHITECTURES, build_model, build_tokenizer
 
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ARCHITECTURES:

@@ -7,14 +7,13 @@ import os
 from typing import Any
 
 from xllm_cli import console
+from xllm_cli.models import compute_dtype, has_cuda
+from xllm_cli.training.distributed import distributed_arguments
 
 
 def training_arguments(config: Any) -> Any:
     import torch
     from transformers import TrainingArguments
-
-    from xllm_cli.models import compute_dtype, has_cuda
-    from xllm_cli.training.distributed import distributed_arguments
 
     if not config.save_safetensors:
         console.warn("transformers 5 always saves safetensors; --no-save-safetensors has no effect")
@@ -66,7 +65,6 @@ def training_arguments(config: Any) -> Any:
 
 def set_up_environment(config: Any) -> None:
     """What a training run needs in the process environment, set in one visible place before the run is built."""
-    from xllm_cli.models import has_cuda
 
     configure_hub_token(config)
     if config.report_to_wandb:

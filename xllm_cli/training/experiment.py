@@ -18,8 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console, registry
+from xllm_cli.data.unprepared import check_prepared, prepare_if_missing
 from xllm_cli.errors import ConfigError, XllmError
-from xllm_cli.training.tokenize import SampleSource
+from xllm_cli.models import bf16_supported, check_local_paths, load_tokenizer
+from xllm_cli.training.architecture import attention_implementation, check_packing_isolation, model_class
+from xllm_cli.training.arguments import set_up_environment, training_arguments
+from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
+from xllm_cli.training.distributed import init_distributed
+from xllm_cli.training.lora import apply_lora, stabilize
+from xllm_cli.training.model import load_model, prepare_for_training, quantization_config
+from xllm_cli.training.outputs import finish_run
+from xllm_cli.training.tokenize import PackedSamples, SampleSource, encode_source
 
 STEPS = (
     "training_arguments",
@@ -82,8 +91,6 @@ class Experiment:
 
     # --- steps ---------------------------------------------------------------------------------------------------------
     def build_training_arguments(self) -> None:
-        from xllm_cli.training.arguments import set_up_environment, training_arguments
-        from xllm_cli.training.distributed import init_distributed
 
         check_training_settings(self.config)
         set_up_environment(self.config)
@@ -97,8 +104,6 @@ class Experiment:
         if self.user_train_dataset is not None:
             self.train_source = SampleSource("train", samples=self.user_train_dataset)
         else:
-            from xllm_cli.data.unprepared import check_prepared, prepare_if_missing
-
             prepare_if_missing(config)
             path = Path(config.train_local_path_to_data)
             check_prepared(path, self.dataset, config)
@@ -116,7 +121,6 @@ class Experiment:
             )
 
     def build_tokenizer(self) -> None:
-        from xllm_cli.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.config)
 
@@ -126,7 +130,6 @@ class Experiment:
     def build_tokenization(self) -> None:
         """Encode the data once (cached next to the prepared file); plugin collators without ``encode_batch`` get
         training samples and tokenize per batch."""
-        from xllm_cli.training.tokenize import PackedSamples, encode_source
 
         if not callable(getattr(self.collator, "encode_batch", None)):
             if self.config.packing:
@@ -146,36 +149,26 @@ class Experiment:
                 self.eval_dataset = PackedSamples(self.eval_dataset, self.config.max_length)
 
     def build_quantization_config(self) -> None:
-        from xllm_cli.training.model import quantization_config
 
         self.quantization_config = quantization_config(self.config)
 
     def build_model(self) -> None:
         from transformers import set_seed
 
-        from xllm_cli.training.model import load_model, prepare_for_training
-
         # The Trainer seeds only when it is built; new weights (LoRA matrices, resized embeddings) come before that.
         set_seed(self.config.seed)
         quantized = self.quantization_config is not None or self.config.from_gptq
         self.model = load_model(self.config, self.quantization_config, self.tokenizer)
         if self.config.packing:
-            from xllm_cli.training.architecture import check_packing_isolation
-
             check_packing_isolation(self.model)
         self.model = prepare_for_training(self.model, self.config, quantized)
 
     def build_lora(self) -> None:
         if self.config.apply_lora:
-            from xllm_cli.training.lora import apply_lora
-
             self.model = apply_lora(self.model, self.config)
 
     def build_stabilize(self) -> None:
         if self.config.stabilize:
-            from xllm_cli.models import bf16_supported
-            from xllm_cli.training.lora import stabilize
-
             half = None
             if bf16_supported():
                 import torch
@@ -188,8 +181,6 @@ class Experiment:
     def build_trainer(self) -> None:
         from transformers.trainer_callback import PrinterCallback
         from transformers.trainer_callback import ProgressCallback as TqdmProgress
-
-        from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
 
         trainer_cls = registry.load("trainers", self.config.trainer_key)
         self.interrupt = InterruptCallback()
@@ -211,7 +202,6 @@ class Experiment:
     def run(self) -> Path:
         """Train (resuming when asked), save the final model, config and loss curve, push and fuse as configured.
         Returns the folder of the final model."""
-        from xllm_cli.training.outputs import finish_run
 
         resume = resume_checkpoint(self.config)
         self.interrupt.install()
@@ -234,8 +224,6 @@ class Experiment:
 
 def check_training_settings(config: Any) -> None:
     """Combinations that only matter for training (the shared rules live in config/validation.py)."""
-    from xllm_cli.models import check_local_paths
-    from xllm_cli.training.architecture import attention_implementation, model_class
 
     check_local_paths(config)
     attention_implementation(config, model_class(config))  # an attention the model lacks: refused before any work

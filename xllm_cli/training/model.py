@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 from xllm_cli.models import compute_dtype, has_cuda, open_model
+from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
 
 
 def quantization_config(config: Any) -> Any:
@@ -38,8 +39,6 @@ def quantization_config(config: Any) -> Any:
 def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
     """The model, quantized while loading or (``bnb_quantize_after_model_init``) right after."""
     import torch
-
-    from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
 
     dtype = compute_dtype(config)
     if dtype == torch.float16 and not config.apply_lora:

@@ -14,6 +14,7 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.checkpoint import TRAINING_SETTINGS_FILE
+from xllm_cli.fuse import fuse
 from xllm_cli.training.distributed import is_main_process, uses_deepspeed
 
 LOG_FILE = "training_log.json"
@@ -119,7 +120,6 @@ def print_summary(config: Any, state: Any, result: Any, tokens_per_second: float
 
 
 def fuse_trained_adapter(config: Any, adapter_dir: Path) -> Path:
-    from xllm_cli.fuse import fuse
 
     # push_to_hub already sent the adapter to hub_model_id; the fused model stays local rather than replace it there
     # (push it with `xllm fuse --push-to-hub --hub-model-id <another repo>`).

@@ -31,7 +31,8 @@ from xllm_cli.cleanup import built_atomically, clear_stale, sigterm_unwinds
 from xllm_cli.collators.packing import pack_features, plan_rows
 from xllm_cli.data.base import check_training_sample, iter_jsonl, read_prepared
 from xllm_cli.errors import ConfigError, DataError
-from xllm_cli.settings.sections import PLUGIN_SECTION, section_of
+from xllm_cli.settings.index import PLUGIN_SECTION, section_of
+from xllm_cli.training.distributed import main_process_first
 
 # 2: chat masks of templates without a {% generation %} tag come from their prefixes (1 had them all zero).
 CACHE_FORMAT = 2
@@ -138,7 +139,6 @@ def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return _load(folder, source.name)
-    from xllm_cli.training.distributed import main_process_first
 
     source.check_exists()
     folder = cache_folder(source.path, cache_key(source.path, dataset, collator, config), config.cache_dir)
