@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from xllm_cli import console
 from xllm_cli.cleanup import sigterm_unwinds
 from xllm_cli.data.prepare import PreparedData, prepare_dataset
 from xllm_cli.models import check_local_paths, download_model
+from xllm_cli.settings.config import XllmConfig
 
 
 @dataclass
@@ -25,7 +25,7 @@ class DownloadResult:
     model_path: Path | None = None
 
 
-def download(config: Any) -> DownloadResult:
+def download(config: XllmConfig) -> DownloadResult:
     check_local_paths(config)  # before preparing data: a mistyped local path fails at once
     result = DownloadResult()
     if config.prepare_dataset:

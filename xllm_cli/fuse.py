@@ -29,6 +29,7 @@ from xllm_cli.console import progress
 from xllm_cli.errors import ConfigError, XllmError
 from xllm_cli.hub import download_adapter, push_folder
 from xllm_cli.models import model_settings, open_model, resolve_model, save_tokenizer, storage_dtype
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.settings.names import flag
 
 DEFAULT_OUTPUT = "./fused_model"
@@ -168,7 +169,7 @@ def stream_merge(adapter: LoraAdapter, base_dir: Path, files: list[str], output:
     console.info(f"merged LoRA into {merged} weight matrices")
 
 
-def peft_merge(config: Any, adapter_dir: Path, base_dir: Path, output: Path, dtype, writer_args) -> None:
+def peft_merge(config: XllmConfig, adapter_dir: Path, base_dir: Path, output: Path, dtype, writer_args) -> None:
     """The whole model in memory: load base + adapter with peft, ``merge_and_unload``, save."""
     from peft import PeftModel
 
@@ -229,7 +230,7 @@ def explain_qlora(bits: str, dtype_name: str) -> None:
     )
 
 
-def resolve_adapter(config: Any) -> Path:
+def resolve_adapter(config: XllmConfig) -> Path:
     if config.lora_model_local_path:
         folder = Path(config.lora_model_local_path).expanduser()
         if not folder.is_dir():
@@ -239,7 +240,7 @@ def resolve_adapter(config: Any) -> Path:
     return download_adapter(config.lora_hub_model_id, config.secret("huggingface_hub_token"))
 
 
-def resolve_base(config: Any) -> Path:
+def resolve_base(config: XllmConfig) -> Path:
     """The base model's folder; a quantized base is refused (the merge needs its full-precision weights)."""
     folder = resolve_model(config)
     name = config.model_name_or_path
@@ -253,7 +254,7 @@ def resolve_base(config: Any) -> Path:
     return folder
 
 
-def fuse(config: Any) -> Path:
+def fuse(config: XllmConfig) -> Path:
     """Merge the adapter into ``model_name_or_path``; write ``fused_model_local_path``; push when asked."""
     if not (config.lora_hub_model_id or config.lora_model_local_path):
         raise ConfigError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")

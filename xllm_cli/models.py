@@ -11,7 +11,9 @@ from xllm_cli import console
 from xllm_cli.collators.templates import set_chat_template
 from xllm_cli.errors import ConfigError, first_line
 from xllm_cli.hub import download_repo
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.settings.names import flag
+from xllm_cli.settings.sections import PrecisionSettings
 
 
 def looks_local(name_or_path: str) -> bool:
@@ -23,7 +25,7 @@ def is_local(name_or_path: str) -> bool:
     return Path(name_or_path).expanduser().is_dir()
 
 
-def check_local_paths(config: Any) -> None:
+def check_local_paths(config: XllmConfig) -> None:
     """A local-looking model or tokenizer path that is not a folder is an error here, not a Hub lookup of its last
     component (which would end in a network or 'repository not found' error about a name the user never typed)."""
     for name in ("model_name_or_path", "tokenizer_name_or_path"):
@@ -37,7 +39,7 @@ def check_local_paths(config: Any) -> None:
             raise ConfigError(f"{flag(name)} {value}: not a folder (give the model's folder)")
 
 
-def resolve_model(config: Any) -> Path:
+def resolve_model(config: XllmConfig) -> Path:
     """The folder of ``model_name_or_path``: the local folder, or the Hub repository fetched into the Hugging Face
     cache (its code too with ``--trust-remote-code``, which the load then runs)."""
     check_local_paths(config)
@@ -57,7 +59,7 @@ def model_settings(folder: Path, name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def download_model(config: Any) -> Path | None:
+def download_model(config: XllmConfig) -> Path | None:
     """``xllm download``'s model part: the model (and a separate tokenizer) unless they are local folders; returns
     the model snapshot."""
     check_local_paths(config)
@@ -90,31 +92,31 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def compute_dtype(config: Any) -> Any:
+def compute_dtype(precision: PrecisionSettings) -> Any:
     """The dtype a model runs in: float32 when forced or on CPU (half precision there is slow and lossy), else fp16
     when forced or without bf16 support, else bf16."""
     import torch
 
-    if config.force_fp32 or not has_cuda():
+    if precision.force_fp32 or not has_cuda():
         return torch.float32
-    if config.force_fp16 or not bf16_supported():
+    if precision.force_fp16 or not bf16_supported():
         return torch.float16
     return torch.bfloat16
 
 
-def storage_dtype(config: Any) -> Any:
+def storage_dtype(precision: PrecisionSettings) -> Any:
     """The dtype a merged model is written in, whatever the machine: fp32 or fp16 when forced, else bf16."""
     import torch
 
-    if config.force_fp32:
+    if precision.force_fp32:
         return torch.float32
-    return torch.float16 if config.force_fp16 else torch.bfloat16
+    return torch.float16 if precision.force_fp16 else torch.bfloat16
 
 
 # --- opening ----------------------------------------------------------------------------------------------------------
 
 
-def open_model(source: str | Path, config: Any, dtype: Any, **kwargs: Any) -> Any:
+def open_model(source: str | Path, config: XllmConfig, dtype: Any, **kwargs: Any) -> Any:
     """``AutoModelForCausalLM.from_pretrained`` with the token and ``trust_remote_code`` of ``config``; a model that
     cannot be read is one line naming it."""
     from transformers import AutoModelForCausalLM
@@ -134,7 +136,7 @@ def open_model(source: str | Path, config: Any, dtype: Any, **kwargs: Any) -> An
         ) from None
 
 
-def load_tokenizer(config: Any, source: str | Path | None = None, for_training: bool = True) -> Any:
+def load_tokenizer(config: XllmConfig, source: str | Path | None = None, for_training: bool = True) -> Any:
     """The tokenizer of ``source`` (default: ``tokenizer_name_or_path``, else the model), with the padding side and
     chat template of the config. ``for_training`` also guarantees a pad token (EOS when it has none); a tokenizer
     written next to a model keeps its own."""
@@ -170,7 +172,7 @@ def load_tokenizer(config: Any, source: str | Path | None = None, for_training: 
     return tokenizer
 
 
-def save_tokenizer(config: Any, source: str | Path, output: Path, add_bos_token: bool = False) -> None:
+def save_tokenizer(config: XllmConfig, source: str | Path, output: Path, add_bos_token: bool = False) -> None:
     """Write the tokenizer of ``source`` next to a model's weights (settings applied); ``add_bos_token`` is written
     into its config."""
     import json

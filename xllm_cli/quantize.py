@@ -32,6 +32,7 @@ from xllm_cli.gptq_support import check_group_size, fuse_split_pairs, load_back,
 from xllm_cli.hub import push_folder
 from xllm_cli.models import compute_dtype, load_tokenizer, model_settings, open_model, resolve_model
 from xllm_cli.registry import load
+from xllm_cli.settings.config import XllmConfig
 
 INSTALL_HINT = "pip install 'xllm-cli[gptq]'"
 BACKEND_MODULES = ("gptqmodel", "optimum")  # optimum: transformers needs it to load a GPTQ checkpoint
@@ -50,7 +51,7 @@ def require_backend() -> None:
             raise XllmError(f"xllm quantize needs the GPTQ backend ('{name}' is not installed): {INSTALL_HINT}")
 
 
-def calibration_samples(config: Any) -> Iterator[dict]:
+def calibration_samples(config: XllmConfig) -> Iterator[dict]:
     """Training samples ({"text_parts"} or {"messages"}) of the calibration source."""
 
     source = config.quantization_dataset_id
@@ -72,7 +73,7 @@ def calibration_samples(config: Any) -> Iterator[dict]:
         yield dataset.get_sample(raw)
 
 
-def encode(sample: dict, tokenizer: Any, config: Any) -> list[int]:
+def encode(sample: dict, tokenizer: Any, config: XllmConfig) -> list[int]:
     """A training sample as the token ids the model sees: text parts joined, chat rendered by its template."""
     if "text_parts" in sample:
         text, special = config.collator_parts_separator.join(sample["text_parts"]), True
@@ -83,7 +84,7 @@ def encode(sample: dict, tokenizer: Any, config: Any) -> list[int]:
     return tokenizer(text, add_special_tokens=special, truncation=True, max_length=config.max_length)["input_ids"]
 
 
-def calibration_ids(config: Any, tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
+def calibration_ids(config: XllmConfig, tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
     """(calibration, held-out) token ids: up to ``quantization_max_samples`` plus a few held out for perplexity."""
     wanted = config.quantization_max_samples + HELD_OUT_MAX
     texts: list[list[int]] = []
@@ -125,7 +126,7 @@ def backend_output() -> Iterator[Path | None]:
 
 
 def run_gptq(
-    config: Any, model_path: Path, tokenizer: Any, samples: list[list[int]], output: Path, layers: int | None
+    config: XllmConfig, model_path: Path, tokenizer: Any, samples: list[list[int]], output: Path, layers: int | None
 ) -> None:
     """Quantize with gptqmodel, layer by layer (progress per layer), and save the packed checkpoint to ``output``."""
     import torch
@@ -188,7 +189,9 @@ def perplexity(model: Any, samples: list[list[int]]) -> tuple[float, int]:
     return math.exp(total_loss / tokens), tokens
 
 
-def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: list[list[int]], model_type: str) -> dict:
+def measure_quality(
+    config: XllmConfig, model_path: Path, quantized: Path, held_out: list[list[int]], model_type: str
+) -> dict:
     """Perplexity of the unquantized and the quantized model on the held-out samples, both loaded by plain
     transformers; the quantized one must load with exactly its weights (gptq_support.load_back)."""
     import torch
@@ -214,7 +217,7 @@ def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: li
     return results
 
 
-def resolve_model_and_plan(config: Any) -> tuple[Path, Any]:
+def resolve_model_and_plan(config: XllmConfig) -> tuple[Path, Any]:
     """The model's folder (downloaded when a hub id) and the GPTQ plan for it; refuses, before any work, a quantized
     model, an architecture transformers could not load back quantized, and a group size that does not fit."""
 
@@ -246,7 +249,7 @@ def check_quality(quality: dict, limit: float, model_type: str, staging: Path, o
     )
 
 
-def quantize(config: Any) -> Path:
+def quantize(config: XllmConfig) -> Path:
     """GPTQ-quantize ``model_name_or_path`` into ``quantized_model_path``; report perplexity; push when asked."""
     require_backend()
 

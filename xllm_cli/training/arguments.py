@@ -8,10 +8,11 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.models import compute_dtype, has_cuda
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.distributed import distributed_arguments
 
 
-def training_arguments(config: Any) -> Any:
+def training_arguments(config: XllmConfig) -> Any:
     import torch
     from transformers import TrainingArguments
 
@@ -63,7 +64,7 @@ def training_arguments(config: Any) -> Any:
     return TrainingArguments(**kwargs)
 
 
-def set_up_environment(config: Any) -> None:
+def set_up_environment(config: XllmConfig) -> None:
     """What a training run needs in the process environment, set in one visible place before the run is built."""
 
     configure_hub_token(config)
@@ -81,7 +82,7 @@ def explain_unpaged_optimizer(optim: str) -> None:
     console.info(f"--optim {optim}: paged memory needs CUDA; without it the same optimizer runs unpaged")
 
 
-def configure_hub_token(config: Any) -> None:
+def configure_hub_token(config: XllmConfig) -> None:
     """Hand the hub token to huggingface_hub through the environment, not ``hub_token``: the Trainer pickles its
     arguments into every checkpoint (training_args.bin), which would store the secret in plain text."""
     token = config.secret("huggingface_hub_token")
@@ -89,7 +90,7 @@ def configure_hub_token(config: Any) -> None:
         os.environ["HF_TOKEN"] = token
 
 
-def configure_wandb(config: Any) -> None:
+def configure_wandb(config: XllmConfig) -> None:
     """W&B reads its settings from the environment; the key goes there too, never into a log or file of ours."""
     values = {
         "WANDB_PROJECT": config.wandb_project,

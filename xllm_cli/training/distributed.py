@@ -7,7 +7,7 @@ expects (``distributed_arguments``), sets up communication before the model exis
 one process do shared work while the others wait (``main_process_first``).
 
 Heavy libraries are imported inside the functions: the CLI imports the training package lazily, but this module is
-small enough that a plugin may import it for ``is_main_process`` without paying for torch.
+small enough that a plugin may import it for ``is_main_process`` (the console's, by rank) without paying for torch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console
+from xllm_cli.console import is_local_main_process, is_main_process  # noqa: F401 - re-exported for plugins
 from xllm_cli.errors import ConfigError, did_you_mean
+from xllm_cli.settings.config import XllmConfig
 
 # Sharding strategies the Trainer's FSDP accepts. FSDP2 (the default and the future) knows only the first two;
 # the hybrid ones and no_shard exist in FSDP1 only, which transformers still runs but deprecates.
@@ -40,24 +42,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def is_main_process() -> bool:
-    """Global rank 0 (or a single process): the one that writes files, pushes and prints."""
-    dist = _initialised_dist()
-    if dist is not None:
-        return dist.get_rank() == 0
-    return console.is_main_process()
-
-
-def is_local_main_process() -> bool:
-    """Rank 0 on this node: the one that prepares node-local files (a cache on a disk other nodes do not see)."""
-    return os.environ.get("LOCAL_RANK", "0") in ("0", "")
-
-
-def uses_deepspeed(config: Any) -> bool:
-    return config.deepspeed_stage > 0 or bool(config.deepspeed_config_path)
-
-
-def init_distributed(config: Any) -> None:
+def init_distributed(config: XllmConfig) -> None:
     """Set up inter-process communication, before the model is built.
 
     Under DeepSpeed this must come first: ZeRO-3 partitions the weights while ``from_pretrained`` creates them, which
@@ -68,7 +53,7 @@ def init_distributed(config: Any) -> None:
     # flag. transformers and accelerate read the variable.
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(config.local_rank)
-    if world_size() <= 1 and not uses_deepspeed(config):
+    if world_size() <= 1 and not config.uses_deepspeed:
         return
     import torch
 
@@ -77,7 +62,7 @@ def init_distributed(config: Any) -> None:
         # Each process owns one device; NCCL collectives (the first barrier included) must run on it.
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", config.local_rank)))
     backend = "nccl" if has_cuda else "gloo"
-    if uses_deepspeed(config):
+    if config.uses_deepspeed:
         import deepspeed
 
         # Without a launcher (one process, `xllm train --deepspeed-stage 2`), DeepSpeed needs a rendezvous of one.
@@ -97,7 +82,7 @@ def init_distributed(config: Any) -> None:
     console.info(f"distributed: {world_size()} process(es), {engine_name(config)}, {backend} communication")
 
 
-def engine_name(config: Any) -> str:
+def engine_name(config: XllmConfig) -> str:
     if config.deepspeed_config_path:
         return f"DeepSpeed with {config.deepspeed_config_path}"
     if config.deepspeed_stage > 0:
@@ -125,20 +110,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def distributed_arguments(config: Any) -> dict[str, Any]:
+def distributed_arguments(config: XllmConfig) -> dict[str, Any]:
     """Extra ``TrainingArguments`` keyword arguments for DeepSpeed or FSDP; ``{}`` for one process or plain DDP.
 
     Build the ``TrainingArguments`` with these before the model: under ZeRO-3 their existence makes
     ``from_pretrained`` partition the weights as it loads them.
     """
-    if uses_deepspeed(config):
+    if config.uses_deepspeed:
         return {"deepspeed": deepspeed_config(config)}
     if config.fsdp_strategy.strip():
         return fsdp_arguments(config)
     return {}
 
 
-def deepspeed_config(config: Any) -> dict[str, Any] | str:
+def deepspeed_config(config: XllmConfig) -> dict[str, Any] | str:
     """The user's DeepSpeed file (checked, passed as a path) or the predefined config of the stage (a dict)."""
     if config.deepspeed_config_path:
         path = Path(config.deepspeed_config_path)
@@ -180,7 +165,7 @@ def read_deepspeed_file(path: Path, source: str) -> dict[str, Any]:
     return data
 
 
-def fsdp_arguments(config: Any) -> dict[str, Any]:
+def fsdp_arguments(config: XllmConfig) -> dict[str, Any]:
     """``fsdp``/``fsdp_config`` from ``fsdp_strategy`` words (e.g. 'full_shard auto_wrap') and ``fsdp_offload``.
 
     The Trainer's string form is deprecated; the words are translated here into an FSDP2 config (FSDP1 only for the

@@ -21,6 +21,7 @@ from xllm_cli import console, registry
 from xllm_cli.data.unprepared import check_prepared, prepare_if_missing
 from xllm_cli.errors import ConfigError, XllmError
 from xllm_cli.models import bf16_supported, check_local_paths, load_tokenizer
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.architecture import attention_implementation, check_packing_isolation, model_class
 from xllm_cli.training.arguments import set_up_environment, training_arguments
 from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
@@ -56,7 +57,7 @@ class TrainingInterrupted(XllmError):
 class Experiment:
     """A training run: its settings, data, tokenizer, collator, model and trainer, built step by step."""
 
-    def __init__(self, config: Any, train_dataset: Any = None, eval_dataset: Any = None):
+    def __init__(self, config: XllmConfig, train_dataset: Any = None, eval_dataset: Any = None):
         self.config = config
         self.user_train_dataset = train_dataset
         self.user_eval_dataset = eval_dataset
@@ -68,7 +69,7 @@ class Experiment:
         self.collator: Any = None
         self.train_dataset: Any = None
         self.eval_dataset: Any = None
-        self.quantization_config: Any = None
+        self.quantization_config: XllmConfig = None
         self.model: Any = None
         self.trainer: Any = None
         # Extra transformers TrainerCallbacks; a before_trainer hook may append its own.
@@ -165,7 +166,7 @@ class Experiment:
 
     def build_lora(self) -> None:
         if self.config.apply_lora:
-            self.model = apply_lora(self.model, self.config)
+            self.model = apply_lora(self.model, self.config, gptq_base=self.config.from_gptq)
 
     def build_stabilize(self) -> None:
         if self.config.stabilize:
@@ -222,7 +223,7 @@ class Experiment:
         )
 
 
-def check_training_settings(config: Any) -> None:
+def check_training_settings(config: XllmConfig) -> None:
     """Combinations that only matter for training (the shared rules live in config/validation.py)."""
 
     check_local_paths(config)
@@ -243,7 +244,7 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return Path(found) if found else None
 
 
-def resume_checkpoint(config: Any) -> str | None:
+def resume_checkpoint(config: XllmConfig) -> str | None:
     """The checkpoint folder to resume from: a path, or ``last`` (the newest in ``output_dir``)."""
     wanted = config.resume_from_checkpoint
     if not wanted:

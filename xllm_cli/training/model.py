@@ -7,10 +7,11 @@ import warnings
 from typing import Any
 
 from xllm_cli.models import compute_dtype, has_cuda, open_model
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
 
 
-def quantization_config(config: Any) -> Any:
+def quantization_config(config: XllmConfig) -> Any:
     """The bitsandbytes config for 4/8-bit loading, the GPTQ loading config for ``from_gptq``, or None."""
     if config.from_gptq:
         from transformers import GPTQConfig
@@ -36,7 +37,7 @@ def quantization_config(config: Any) -> Any:
     )
 
 
-def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
+def load_model(config: XllmConfig, quantization: Any, tokenizer: Any) -> Any:
     """The model, quantized while loading or (``bnb_quantize_after_model_init``) right after."""
     import torch
 
@@ -124,7 +125,7 @@ def quantize_loaded_model(model: Any, quantization: Any) -> Any:
     return model
 
 
-def prepare_for_training(model: Any, config: Any, quantized: bool) -> Any:
+def prepare_for_training(model: Any, config: XllmConfig, quantized: bool) -> Any:
     """k-bit preparation (norms in fp32, input grads) and gradient checkpointing, with or without quantization."""
     checkpointing = config.use_gradient_checkpointing
     if quantized and config.prepare_model_for_kbit_training:
