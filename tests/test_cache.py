@@ -130,6 +130,16 @@ class SignalledCollator(LMCollator):
         raise AssertionError("SIGTERM did not stop the tokenization")
 
 
+@pytest.fixture(autouse=True)
+def _forget_plugins_registered_here():
+    """The classes these tests register in-process must not outlive them (completion lists every registered key)."""
+    before = {kind: dict(entries) for kind, entries in registry._in_process.items()}
+    yield
+    for kind, entries in registry._in_process.items():
+        entries.clear()
+        entries.update(before[kind])
+
+
 @pytest.mark.parametrize(("how", "code"), [("sigterm", 143), ("ctrl-c", 130)])
 def test_sigterm_or_ctrl_c_during_tokenization_removes_the_partial_entry(tiny_model, tmp_path, capsys, how, code):
     SignalledCollator.how = how
