@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xllm_cli.config.validation import check_combinations
+from xllm_cli.estimate.hardware import parse_size
 
 # Entity -> help panel title, in the order the panels appear.
 ENTITIES: dict[str, str] = {
@@ -195,6 +196,19 @@ class XllmConfig(BaseSettings):
     resume_from_checkpoint: str | None = setting(
         None, "training", "Continue from a checkpoint folder, or 'last' for the newest in output_dir."
     )
+    # The devices a run is planned for: what `xllm train --estimate` and the start-up estimate compare with.
+    device_memory: str | None = setting(
+        None, "training", "Memory of one device for the estimate's verdict, e.g. 24GB or 80GiB; unset: the GPU's."
+    )
+    num_devices: int | None = setting(
+        None,
+        "training",
+        "Devices of the run, for the estimate; unset: WORLD_SIZE, else the visible GPUs, else 1.",
+        gt=0,
+    )
+    device_tflops: float | None = setting(
+        None, "training", "Peak dense bf16 TFLOPs of one device, for the estimated step time; unset: by GPU name.", gt=0
+    )
 
     # --- fuse
     lora_hub_model_id: str | None = setting(None, "fuse", "Hub id of the LoRA adapter to merge.")
@@ -234,6 +248,13 @@ class XllmConfig(BaseSettings):
         from xllm_cli.config.sources import environment_sources
 
         return (init_settings, *environment_sources(settings_cls, init_settings.init_kwargs))
+
+    @field_validator("device_memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> XllmConfig:

@@ -311,16 +311,22 @@ def build_model(model_config: Any, config: Any, compute_dtype: Any, weights_dtyp
     published_quantization = getattr(model_config, "quantization_config", None)
     if published_quantization is not None:
         del model_config.quantization_config  # from_config must build plain layers; the sizes come from us
-    try:
-        with torch.device("meta"), _quiet():
-            model = AutoModelForCausalLM.from_config(
-                model_config,
-                dtype=weights_dtype,
-                attn_implementation="sdpa",
-                trust_remote_code=config.trust_remote_code,
-            )
-    except (ValueError, ImportError, KeyError) as error:
-        raise ConfigError(f"cannot build the model from its config: {str(error).splitlines()[0]}") from None
+    model = None
+    # SDPA as xllm asks for it; a model without SDPA support gets eager attention, whose score matrices the
+    # simulation then counts as they are.
+    for attention in ("sdpa", "eager"):
+        try:
+            with torch.device("meta"), _quiet():
+                model = AutoModelForCausalLM.from_config(
+                    model_config,
+                    dtype=weights_dtype,
+                    attn_implementation=attention,
+                    trust_remote_code=config.trust_remote_code,
+                )
+            break
+        except (ValueError, ImportError, KeyError, AssertionError) as error:
+            if attention == "eager" or "attention" not in str(error):
+                raise ConfigError(f"cannot build the model from its config: {str(error).splitlines()[0]}") from None
     counts = parameter_counts(model)
     quantized = bool(config.load_in_4bit or config.load_in_8bit or config.from_gptq)
     if quantized:
@@ -335,11 +341,15 @@ def build_model(model_config: Any, config: Any, compute_dtype: Any, weights_dtyp
         model.is_loaded_in_8bit = bool(config.load_in_8bit)
         if gptq is not None:
             model.quantization_method = "gptq"
-    model = prepare_for_training(model, config, quantized)
-    if config.apply_lora:
-        model = apply_lora(model, config, stand_ins=True)
-    if config.stabilize:
-        model = stabilize(model, half)
+    with _quiet():
+        model = prepare_for_training(model, config, quantized)
+        if config.apply_lora:
+            try:
+                model = apply_lora(model, config, stand_ins=True)
+            except ValueError as error:  # peft's own refusal, e.g. no linear layer to adapt
+                raise ConfigError(f"LoRA cannot be applied to this model: {str(error).splitlines()[0]}") from None
+        if config.stabilize:
+            model = stabilize(model, half)
     model.train()
     return model, counts
 
@@ -495,7 +505,7 @@ def _step(
                 with _autocast(compute) if autocast else contextlib.nullcontext():
                     loss.backward()
     except (NotImplementedError, RuntimeError) as error:
-        raise SimulationError(str(error)) from error
+        raise SimulationError(str(error).splitlines()[0]) from None
     finally:
         for hook in hooks:
             hook.remove()

@@ -88,9 +88,9 @@ def _torch_states(name: str, states: int, fused: bool) -> OptimizerModel:
         if fused or not params:
             return total, 0
         # torch's for-each implementation (the default on CUDA) allocates one more state-sized list during the
-        # step; the per-parameter loop (CPU) one tensor at a time.
+        # step (the square root of the second moment); the per-parameter loop (CPU) two temporaries of one tensor.
         largest = max(p.numel() * _size(p, fp32) for p in params)
-        return total, (total // states if cuda else largest)
+        return total, (total // states if cuda else 2 * largest)
 
     return OptimizerModel(name, f"{states} state(s) per parameter in the parameter's dtype (torch)", True, count)
 

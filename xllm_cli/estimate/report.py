@@ -7,8 +7,16 @@ from typing import Any
 from xllm_cli.estimate import GB, Estimate
 
 
-def gigabytes(size: float) -> str:
-    return f"{size / GB:,.2f}"
+def size(value: float) -> str:
+    """Bytes as a person reads them: 13.20 GB, 412.3 MB, 96 KB (powers of ten)."""
+    for unit, scale, digits in (("GB", GB, 2), ("MB", 10**6, 1)):
+        if abs(value) >= scale:
+            return f"{value / scale:,.{digits}f} {unit}"
+    return f"{value / 1e3:,.0f} KB"
+
+
+def table_unit(total: int) -> tuple[str, int]:
+    return ("GB", GB) if total >= GB else ("MB", 10**6)
 
 
 def count(value: float) -> str:
@@ -50,11 +58,16 @@ def render(result: Estimate) -> str:
     kinds = ", ".join(f"{kind} {count(value)}" for kind, value in result.parameters_by_kind.items() if value)
     share = result.trainable / result.parameters if result.parameters else 0
     toggle = "without" if config.use_gradient_checkpointing else "with --use-gradient-checkpointing"
+    unit, scale = table_unit(memory.total)
+
+    def amount(value: float) -> str:
+        return f"{value / scale:,.2f}"
+
     rows = [
         ("weights", memory.weights, ""),
         ("gradients", memory.gradients, "one per trainable parameter, in its dtype"),
         ("optimizer states", memory.optimizer, f"{config.optim}: {result.optimizer}"),
-        ("activations", memory.activations, f"saved for backward; {toggle}: {gigabytes(memory.activations_toggled)}"),
+        ("activations", memory.activations, f"saved for backward; {toggle}: {amount(memory.activations_toggled)}"),
         ("other at the peak", memory.other, _other_note(memory.other)),
     ]
     if memory.overhead:
@@ -63,12 +76,12 @@ def render(result: Estimate) -> str:
         f"estimate for {config.model_name_or_path}: {run_line(result)}",
         f"parameters: {count(result.parameters)} ({kinds}); trainable {count(result.trainable)} ({share:.2%})",
         "",
-        f"{'per device':<20}{'GB':>9}",
-        *(f"  {name:<18}{gigabytes(value):>9}   {note}".rstrip() for name, value, note in rows),
-        f"  {'total':<18}{gigabytes(memory.total):>9}",
+        f"{'per device':<20}{unit:>9}",
+        *(f"  {name:<18}{amount(value):>9}   {note}".rstrip() for name, value, note in rows),
+        f"  {'total':<18}{amount(memory.total):>9}",
     ]
     if memory.offloaded:
-        lines.append(f"  {'in CPU memory':<18}{gigabytes(memory.offloaded):>9}   offloaded, not in the total")
+        lines.append(f"  {'in CPU memory':<18}{amount(memory.offloaded):>9}   offloaded, not in the total")
     lines += ["", verdict(result), time_line(result)]
     lines += [f"note: {note}" for note in result.notes]
     if target.assumed:
@@ -84,15 +97,24 @@ def _other_note(other: int) -> str:
 
 
 def verdict(result: Estimate) -> str:
-    memory, target = result.memory, result.target
+    target = result.target
+    memory = result.memory
     if target.device_memory is None:
         return "verdict: no device memory to compare with; pass --device-memory (e.g. 24GB or 80GiB)"
-    device = f"{gigabytes(target.device_memory)} GB" + (f" ({target.device_name})" if target.device_name else "")
     if result.fits:
-        return f"verdict: fits {device}, {memory.total / target.device_memory:.0%} of it"
-    over = f"verdict: does not fit {device}: over by {gigabytes(memory.total - target.device_memory)} GB"
+        return f"verdict: fits {device(result)}, {memory.total / target.device_memory:.0%} of it"
+    return f"verdict: does not fit {device(result)}: {shortfall(result)}"
+
+
+def device(result: Estimate) -> str:
+    target = result.target
+    return size(target.device_memory) + (f" ({target.device_name})" if target.device_name else "")
+
+
+def shortfall(result: Estimate) -> str:
+    over = f"over by {size(result.memory.total - result.target.device_memory)}"
     if result.suggestion:
-        return f"{over}; the cheapest change that fits: {result.suggestion} ({gigabytes(result.suggested_total)} GB)"
+        return f"{over}; the cheapest change that fits: {result.suggestion} ({size(result.suggested_total)})"
     return f"{over}; no change tried here makes it fit (see docs/estimate.md)"
 
 
@@ -110,5 +132,12 @@ def time_line(result: Estimate) -> str:
 
 def startup_line(result: Estimate) -> str:
     memory = result.memory
-    parts = f"weights {gigabytes(memory.weights)}, activations {gigabytes(memory.activations)}"
-    return f"estimated peak {gigabytes(memory.total)} GB/device ({parts}; details: xllm train --estimate)"
+    parts = f"weights {size(memory.weights)}, activations {size(memory.activations)}"
+    of = f" of {device(result)}" if result.target.device_memory else ""
+    return f"estimated peak {size(memory.total)}/device{of} ({parts}; details: xllm train --estimate)"
+
+
+def startup_warning(result: Estimate) -> str | None:
+    if result.fits is not False:
+        return None
+    return f"the estimated peak {size(result.memory.total)}/device does not fit {device(result)}: {shortfall(result)}"
