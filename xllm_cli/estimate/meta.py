@@ -204,11 +204,13 @@ def _stand_in_functions() -> tuple[Any, Any, Any]:
             return grad @ weight, None
 
     class Int8Matmul(torch.autograd.Function):
-        """bitsandbytes 8-bit: the input is quantized per call and kept for backward; the weight is dequantized."""
+        """bitsandbytes 8-bit: the input is quantized per call and kept for backward; the weight is dequantized.
+        bitsandbytes keeps the input as an attribute of its context, not through ``save_for_backward``, so gradient
+        checkpointing does not drop it: neither here."""
 
         @staticmethod
         def forward(ctx, x, layer):
-            ctx.save_for_backward(x)
+            ctx.input = x
             ctx.layer = layer
             x.new_empty(x.shape, dtype=torch.int8)  # the quantized input, freed at once
             weight = x.new_empty((layer.out_features, layer.in_features))
