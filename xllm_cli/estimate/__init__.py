@@ -37,7 +37,6 @@ class Memory:
     gradients: int
     optimizer: int
     activations: int
-    activations_toggled: int  # the same run with gradient checkpointing switched the other way
     other: int
     overhead: int
     offloaded: int = 0  # bytes moved to CPU memory by ZeRO/FSDP offload (not in the total)
@@ -60,6 +59,7 @@ class Estimate:
     memory: Memory
     step: Any  # estimate.speed.StepTime
     notes: list[str] = field(default_factory=list)
+    activations_toggled: int | None = None  # the same run with gradient checkpointing switched the other way
     suggestion: str | None = None  # the cheapest change that makes it fit, when it does not
     suggested_total: int | None = None
 
@@ -90,17 +90,25 @@ def load_model_config(config: Any) -> Any:
         ) from None
 
 
-def estimate(config: Any, model_config: Any, target: Target, suggest: bool = True) -> Estimate:
-    """The estimate of the run ``config`` describes (an ``XllmConfig``) for ``model_config`` on ``target``."""
+def estimate(
+    config: Any, model_config: Any, target: Target, suggest: bool = True, compare_checkpointing: bool = True
+) -> Estimate:
+    """The estimate of the run ``config`` describes (an ``XllmConfig``) for ``model_config`` on ``target``:
+    ``suggest`` the cheapest change when it does not fit, ``compare_checkpointing``: also the activations with
+    gradient checkpointing switched the other way."""
     from xllm_cli.estimate.parallel import per_device
     from xllm_cli.estimate.speed import step_time
 
-    footprint, toggled, dtype = _footprints(config, model_config, target)
-    memory, engine, notes, optimizer = per_device(config, model_config, target, footprint, toggled, dtype)
+    footprint, dtypes, precision = _footprint(config, model_config, target)
+    toggled = None
+    if compare_checkpointing:
+        switched = config.model_copy(update={"use_gradient_checkpointing": not config.use_gradient_checkpointing})
+        toggled = _cached(switched, model_config, dtypes, precision, target.cuda).activations
+    memory, engine, notes, optimizer = per_device(config, model_config, target, footprint, dtypes[0])
     result = Estimate(
         config=config,
         target=target,
-        dtype=str(dtype).removeprefix("torch."),
+        dtype=str(dtypes[0]).removeprefix("torch."),
         engine=engine,
         parameters=footprint.parameters,
         trainable=footprint.trainable,
@@ -115,6 +123,7 @@ def estimate(config: Any, model_config: Any, target: Target, suggest: bool = Tru
         memory=memory,
         step=step_time(config, model_config, target, footprint),
         notes=notes,
+        activations_toggled=toggled,
     )
     if suggest and result.fits is False:
         from xllm_cli.estimate.suggest import cheapest_fit
@@ -124,8 +133,8 @@ def estimate(config: Any, model_config: Any, target: Target, suggest: bool = Tru
     return result
 
 
-def _footprints(config: Any, model_config: Any, target: Target) -> tuple[Any, Any, Any]:
-    """The simulated step as configured and with gradient checkpointing switched, and the compute dtype."""
+def _footprint(config: Any, model_config: Any, target: Target) -> tuple[Any, tuple, str]:
+    """The simulated step, the dtypes (compute, weights, --stabilize's) and the precision mode of the run."""
     import torch
 
     from xllm_cli.training.distributed import uses_deepspeed
@@ -136,15 +145,10 @@ def _footprints(config: Any, model_config: Any, target: Target) -> tuple[Any, An
     dtypes = (compute, weights_dtype(config, compute), half)
     # The Trainer's mixed precision is accelerate's autocast; DeepSpeed instead casts the whole model.
     precision = "fp32" if compute == torch.float32 else "cast" if uses_deepspeed(config) else "autocast"
-    toggled = config.model_copy(update={"use_gradient_checkpointing": not config.use_gradient_checkpointing})
-    return (
-        _footprint(config, model_config, dtypes, precision, target.cuda),
-        _footprint(toggled, model_config, dtypes, precision, target.cuda),
-        compute,
-    )
+    return _cached(config, model_config, dtypes, precision, target.cuda), dtypes, precision
 
 
-def _footprint(config: Any, model_config: Any, dtypes: tuple, precision: str, cuda: bool) -> Any:
+def _cached(config: Any, model_config: Any, dtypes: tuple, precision: str, cuda: bool) -> Any:
     key = (
         _model_key(model_config),
         _settings_key(config),

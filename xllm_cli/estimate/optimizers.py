@@ -77,9 +77,9 @@ def _bnb(name: str) -> OptimizerModel:
                 total += states * n * 4
         return total, 0
 
-    bits = "8-bit" if eight_bit else "32-bit"
-    paged = ", paged (may spill to CPU memory under pressure)" if "paged" in name else ""
-    return OptimizerModel(name, f"{states} {bits} state(s) per parameter (bitsandbytes{paged})", True, count)
+    bits = "8-bit (32-bit for embeddings and small tensors)" if eight_bit else "32-bit"
+    paged = "; paged: may move to CPU memory under pressure" if "paged" in name else ""
+    return OptimizerModel(name, f"{states} per parameter, {bits} (bitsandbytes{paged})", True, count)
 
 
 def _torch_states(name: str, states: int, fused: bool) -> OptimizerModel:
@@ -92,7 +92,7 @@ def _torch_states(name: str, states: int, fused: bool) -> OptimizerModel:
         largest = max(p.numel() * _size(p, fp32) for p in params)
         return total, (total // states if cuda else 2 * largest)
 
-    return OptimizerModel(name, f"{states} state(s) per parameter in the parameter's dtype (torch)", True, count)
+    return OptimizerModel(name, f"{states} per parameter, in the parameter's dtype (torch)", True, count)
 
 
 def _torchao(name: str, bits: int) -> OptimizerModel:
@@ -105,7 +105,7 @@ def _torchao(name: str, bits: int) -> OptimizerModel:
             total += 2 * (n * bits // 8 + -(-n // block) * 4) if n >= BNB_MIN_8BIT else 2 * n * _size(p, fp32)
         return total, 0
 
-    return OptimizerModel(name, f"2 {bits}-bit states per parameter (torchao)", True, count)
+    return OptimizerModel(name, f"2 per parameter, {bits}-bit (torchao)", True, count)
 
 
 def _adafactor(name: str) -> OptimizerModel:

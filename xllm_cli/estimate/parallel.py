@@ -17,7 +17,7 @@ from xllm_cli.estimate.meta import Footprint
 
 
 def per_device(
-    config: Any, model_config: Any, target: Target, step: Footprint, toggled: Footprint, dtype: Any
+    config: Any, model_config: Any, target: Target, step: Footprint, dtype: Any
 ) -> tuple[Any, str, list[str], str]:
     """(Memory, engine, notes, optimizer description) for one device."""
     from xllm_cli.estimate import CUDA_OVERHEAD, Memory
@@ -29,7 +29,7 @@ def per_device(
     notes = [] if optimizer.exact else [f"--optim {config.optim}: {optimizer.description}"]
     overhead = CUDA_OVERHEAD if target.cuda else 0
     mixed = str(dtype) != "torch.float32"
-    activations, toggled_activations = step.activations, toggled.activations
+    activations = step.activations
     # The step's peak beyond its activations (logits, loss, recomputation, backward temporaries).
     transient = step.step_peak_without_gradients - step.activations
     unit = _gathered_unit(step, model_config)
@@ -60,7 +60,6 @@ def per_device(
                 gradients=round(gradients_share),
                 optimizer=round(states_share),
                 activations=activations,
-                activations_toggled=toggled_activations,
                 other=transient + buffers,
                 overhead=overhead,
                 offloaded=round(offloaded),
@@ -91,7 +90,6 @@ def per_device(
                 gradients=round(gradients),
                 optimizer=round(states),
                 activations=activations,
-                activations_toggled=toggled_activations,
                 other=transient + gathered,
                 overhead=overhead,
                 offloaded=round(offloaded),
@@ -116,7 +114,6 @@ def per_device(
             gradients=step.gradients,
             optimizer=step.optimizer,
             activations=activations,
-            activations_toggled=toggled_activations,
             other=peak - step.gradients - activations + buckets,
             overhead=overhead,
         ),

@@ -63,11 +63,15 @@ def render(result: Estimate) -> str:
     def amount(value: float) -> str:
         return f"{value / scale:,.2f}"
 
+    activations_note = "saved for backward"
+    if result.activations_toggled is not None:
+        activations_note += f"; {toggle}: {amount(result.activations_toggled)}"
+
     rows = [
         ("weights", memory.weights, ""),
         ("gradients", memory.gradients, "one per trainable parameter, in its dtype"),
-        ("optimizer states", memory.optimizer, f"{config.optim}: {result.optimizer}"),
-        ("activations", memory.activations, f"saved for backward; {toggle}: {amount(memory.activations_toggled)}"),
+        ("optimizer states", memory.optimizer, f"{config.optim}: states {result.optimizer}"),
+        ("activations", memory.activations, activations_note),
         ("other at the peak", memory.other, _other_note(memory.other)),
     ]
     if memory.overhead:
@@ -93,7 +97,7 @@ def render(result: Estimate) -> str:
 def _other_note(other: int) -> str:
     if other < 0:
         return "gradients grow while activations are freed: they never peak together"
-    return "logits and loss, recomputation, backward and communication buffers"
+    return "logits and loss, recomputation, backward, optimizer-step and communication buffers"
 
 
 def verdict(result: Estimate) -> str:

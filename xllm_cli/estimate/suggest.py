@@ -67,7 +67,8 @@ def cheapest_fit(config: Any, model_config: Any, target: Target) -> tuple[str | 
     from xllm_cli.estimate import estimate
 
     def total(update: dict[str, Any]) -> int:
-        return estimate(config.model_copy(update=update), model_config, target, suggest=False).memory.total
+        changed = config.model_copy(update=update)
+        return estimate(changed, model_config, target, suggest=False, compare_checkpointing=False).memory.total
 
     groups = candidates(config, target)
     for group in groups:
@@ -82,11 +83,19 @@ def cheapest_fit(config: Any, model_config: Any, target: Target) -> tuple[str | 
             break
     else:
         return None, None
-    # Drop what the last, decisive change made unnecessary (cheapest first: they were added before it).
+    # Drop what the last, decisive change made unnecessary (cheapest first: they were added before it), then soften
+    # each remaining one to the mildest of its group that still fits.
     for update in list(chosen[:-1]):
         without = [other for other in chosen if other is not update]
         if total(_merged(without)) <= target.device_memory:
             chosen = without
+    for index, update in enumerate(chosen):
+        group = next(group for group in groups if update in group)
+        for milder in group[: group.index(update)]:
+            softer = [*chosen[:index], milder, *chosen[index + 1 :]]
+            if total(_merged(softer)) <= target.device_memory:
+                chosen = softer
+                break
     merged = _merged(chosen)
     return flags(merged, config), total(merged)
 
