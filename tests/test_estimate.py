@@ -1,13 +1,11 @@
 """The memory estimate checked against a real training step on this CPU, and ``xllm train --estimate`` as a user runs it.
 
-The measured run is xllm's own: ``Experiment.build()`` loads a 56M-parameter Llama (hidden 512, 8 layers, vocabulary
-32,000, random weights) with the settings under test, and the Trainer's own ``compute_loss`` and optimizer make one
-step. What it holds is measured exactly where it can be:
-
-- weights: the storages of parameters, buffers and bitsandbytes' quantization constants after a warm-up step;
-- gradients: ``.grad`` after backward; optimizer states: the optimizer's state tensors after a step;
-- activations and the peak: torch's CPU allocator events (the profiler's memory records) during the next step:
-  what the forward pass leaves allocated, and the most bytes allocated at any moment of forward, backward and step.
+The measured run is xllm's own (``bench/estimate.py``): ``Experiment.build()`` loads a 56M-parameter Llama (hidden
+512, 8 layers, vocabulary 32,000, random weights) with the settings under test, and the Trainer's own ``compute_loss``
+and optimizer make a step after a warm-up step. What it holds is measured exactly where it can be: weights, gradients
+and optimizer states from the tensors themselves (bitsandbytes' quantization constants included); activations (what
+the forward pass leaves allocated) and the peak (the most bytes allocated at any moment of the step) from torch's CPU
+allocator events (the profiler's memory records).
 
 Tolerances: 5% for weights, gradients, optimizer states and activations, 10% for the peak. The estimate runs the same
 model code, loss and optimizer rules, on the meta device, so on a CPU all of them come out within 0.5% (the leftovers
@@ -18,7 +16,7 @@ process's resident memory is looser (35%, a slow test): glibc keeps freed memory
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,7 +25,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_xllm
+from tests.conftest import REPO, run_xllm
+
+
+def _bench_module():
+    """bench/estimate.py, the measurement, loaded by path (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_estimate", REPO / "bench" / "estimate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench_module()
+SCENARIOS = bench.SCENARIOS
 
 BATCH, LENGTH = 2, 64
 COMPONENTS = ("weights", "gradients", "optimizer", "activations")
@@ -50,112 +60,7 @@ MISTRAL_7B = {
 
 @pytest.fixture(scope="session")
 def measured_model(tmp_path_factory) -> Path:
-    """A 56M-parameter Llama with random weights and the tiny tokenizer (ids stay below its 512 tokens)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from xllm_cli.tiny import build_tokenizer
-
-    path = tmp_path_factory.mktemp("models") / "llama-56m"
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=512,
-        intermediate_size=1376,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def unique_bytes(tensors) -> int:
-    seen = {}
-    for tensor in tensors:
-        if tensor is not None:
-            storage = tensor.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
-
-
-def weight_tensors(model) -> list:
-    """Parameters, buffers, and what bitsandbytes keeps beside them: 4-bit quantization state, 8-bit ``state.CB``."""
-    tensors = [*model.parameters(), *model.buffers()]
-    for module in model.modules():
-        quant_state = getattr(getattr(module, "weight", None), "quant_state", None)
-        if quant_state is not None:
-            tensors += [quant_state.absmax, quant_state.code, quant_state.offset]
-            if quant_state.state2 is not None:
-                tensors += [quant_state.state2.absmax, quant_state.state2.code]
-        state = getattr(module, "state", None)
-        if state is not None and hasattr(state, "CB"):
-            tensors += [state.CB, state.SCB]
-    return tensors
-
-
-def measure_step(model_dir: Path, **settings) -> tuple[object, dict[str, int]]:
-    """(config, measured bytes) of one training step of xllm's own run."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    from xllm_cli.config.fields import XllmConfig
-    from xllm_cli.training.experiment import Experiment
-
-    config = XllmConfig(
-        model_name_or_path=str(model_dir),
-        per_device_train_batch_size=BATCH,
-        max_length=LENGTH,
-        output_dir=str(model_dir.parent / "out"),
-        **settings,
-    )
-    experiment = Experiment(config, train_dataset=[{"text_parts": ["a b c", "d e f"]}] * 4).build()
-    trainer, model = experiment.trainer, experiment.trainer.model
-    optimizer = trainer.create_optimizer()
-    ids = torch.randint(3, 500, (BATCH, LENGTH), generator=torch.Generator().manual_seed(0))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-    model.train()
-    measured: dict[str, int] = {}
-
-    def step(mark) -> None:
-        with mark("forward"):
-            loss = trainer.compute_loss(model, batch)
-        loss.backward()
-        del loss
-        measured["gradients"] = unique_bytes(p.grad for p in model.parameters())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    # The profiler sees only blocks allocated while it runs; the warm-up step runs under it too, so that what the
-    # measured step frees (8-bit layers quantize their weight again at each forward) is accounted for.
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        step(lambda name: contextlib.nullcontext())
-        measured["weights"] = unique_bytes(weight_tensors(model))
-        measured["optimizer"] = unique_bytes(
-            value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)
-        )
-        with record_function("step"):
-            step(record_function)
-    events = profiler.profiler.kineto_results.events()
-    spans = {e.name(): (e.start_ns(), e.end_ns()) for e in events if e.name() in ("step", "forward")}
-    allocations = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    live, start, peak = 0, None, 0
-    for time, size in allocations:
-        if start is None and time >= spans["step"][0]:
-            start = live
-        if "activations" not in measured and time > spans["forward"][1]:
-            measured["activations"] = live - start
-        live += size
-        if start is not None and time <= spans["step"][1]:
-            peak = max(peak, live - start)
-    # Weights and optimizer states are there before the step; gradients, activations and temporaries come and go.
-    measured["peak"] = measured["weights"] + measured["optimizer"] + peak
-    return config, measured
+    return bench.create_model(tmp_path_factory.mktemp("models") / "llama-56m")
 
 
 def cpu_estimate(config, model_dir: Path):
@@ -166,21 +71,9 @@ def cpu_estimate(config, model_dir: Path):
     return estimate(config, AutoConfig.from_pretrained(model_dir), Target(cuda=False, bf16=False), suggest=False)
 
 
-SCENARIOS = {
-    "full, adamw_torch": {"optim": "adamw_torch"},
-    "LoRA, gradient checkpointing": {"apply_lora": True, "use_gradient_checkpointing": True},
-    "QLoRA 4-bit": {"apply_lora": True, "load_in_4bit": True},
-    "LoRA on 8-bit, gradient checkpointing": {
-        "apply_lora": True,
-        "load_in_8bit": True,
-        "use_gradient_checkpointing": True,
-    },
-}
-
-
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_estimate_matches_a_measured_training_step(measured_model, scenario):
-    config, measured = measure_step(measured_model, **SCENARIOS[scenario])
+    config, measured = bench.measure_step(measured_model, BATCH, LENGTH, **SCENARIOS[scenario])
     memory = cpu_estimate(config, measured_model).memory
     estimated = {name: getattr(memory, name) for name in COMPONENTS} | {"peak": memory.total}
     for name, value in estimated.items():
@@ -291,33 +184,26 @@ def write_config_only(folder: Path, config: dict) -> Path:
     return folder
 
 
-def test_cli_estimate_reads_config_json_only_and_answers(tmp_path):
-    model = write_config_only(tmp_path / "mistral", MISTRAL_7B)
-    done = run_xllm(
-        "train", "--estimate", "--model-name-or-path", str(model), "--device-memory", "24GB",
-        "--apply-lora", "--load-in-4bit", "--use-gradient-checkpointing", "--max-length", "4096",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
-    assert "QLoRA" in out and "batch 2 × 4096 tokens" in out
-    for line in ("weights", "gradients", "optimizer states", "activations", "total"):
-        assert f"  {line}" in out
-    assert "parameters: 7.26B" in out and "verdict: fits 24.00 GB" in out
-    assert [p.name for p in model.iterdir()] == ["config.json"]  # nothing downloaded, nothing loaded
-
-
-def test_cli_estimate_names_the_cheapest_change_and_it_fits(tmp_path):
+def test_cli_estimate_reads_config_json_only_and_names_a_change_that_fits(tmp_path):
+    """Full fine-tuning of a 7B model on a 24 GB GPU: the whole table from config.json alone, a verdict, and a
+    suggested change that the estimator, asked again with it, confirms."""
     from xllm_cli.api import config_from_argv
     from xllm_cli.estimate import Target, estimate, load_model_config
 
     model = write_config_only(tmp_path / "mistral", MISTRAL_7B)
     args = ["--model-name-or-path", str(model), "--device-memory", "24GB", "--optim", "adamw_torch"]
-    done = run_xllm("train", "--estimate", *args)
+    done = run_xllm("train", "--estimate", *args, "--max-length", "4096")
     assert done.returncode == 0, done.stderr
-    verdict = next(line for line in done.stdout.splitlines() if line.startswith("verdict:"))
+    out = done.stdout
+    assert "full fine-tuning, bfloat16, batch 2 × 4096 tokens" in out and "parameters: 7.24B" in out
+    for line in ("weights", "gradients", "optimizer states", "activations", "other at the peak", "total"):
+        assert f"\n  {line} " in out
+    assert "time (rough): " in out
+    assert [p.name for p in model.iterdir()] == ["config.json"]  # nothing downloaded, nothing loaded
+    verdict = next(line for line in out.splitlines() if line.startswith("verdict:"))
     assert "does not fit 24.00 GB" in verdict and "the cheapest change that fits: " in verdict
     flags = verdict.split("the cheapest change that fits: ")[1].rsplit(" (", 1)[0].split()
-    config = config_from_argv(argv=[*args, *flags])
+    config = config_from_argv(argv=[*args, "--max-length", "4096", *flags])
     fixed = estimate(config, load_model_config(config), Target(device_memory=24 * 10**9))
     assert fixed.fits, f"{flags} was said to fit"
 
