@@ -226,6 +226,7 @@ def test_without_a_device_memory_the_estimate_asks_for_it(tiny_model):
     ("args", "message"),
     [
         (["--device-memory", "24parsecs"], "--device-memory: '24parsecs' is not a memory size"),
+        (["--device-memory", "24"], "--device-memory: '24' is not a memory size; write it like 24GB, 80GiB"),
         (["--num-devices", "0"], "--num-devices"),
         (["--load-in-4bit"], "--load-in-4bit trains only adapters: add --apply-lora"),
     ],

@@ -12,8 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from xllm_cli.config.validation import check_combinations
-from xllm_cli.estimate.hardware import parse_size
+from xllm_cli.config.validation import check_combinations, parse_size
 
 # Entity -> help panel title, in the order the panels appear.
 ENTITIES: dict[str, str] = {

@@ -1,16 +1,13 @@
-"""The device an estimate is for: memory sizes as users write them, a small table of GPUs' peak throughput, and what
-this machine has. Light on purpose (no torch at import): the settings validate ``--device-memory`` with it."""
+"""The device an estimate is for: a small table of GPUs' peak throughput, and what this machine has."""
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
-GB = 10**9
-UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
-_SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE)
+from xllm_cli.config.validation import GB, parse_size
+
+__all__ = ["GB", "PEAK_TFLOPS", "Target", "detect_target", "parse_size", "peak_tflops"]
 
 # Peak dense bf16 tensor throughput (TFLOPs, no sparsity) from the vendors' data sheets; fp16 for GPUs without bf16
 # (V100, T4). Matched against torch.cuda.get_device_name() in this order, so a longer name wins over its prefix.
@@ -33,18 +30,6 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
     ("T4", 65.0),
     ("MI300X", 1307.0),
 )
-
-
-def parse_size(text: str) -> int:
-    """Bytes in ``24GB`` (10^9), ``80GiB`` (2^30), ``512MB``, ``1.5TB`` ...; ``ValueError`` with the accepted forms."""
-    match = _SIZE.match(str(text))
-    unit = match.group("unit").lower() if match else None
-    if match is None or unit not in UNITS:
-        raise ValueError(f"'{text}' is not a memory size; write it like 24GB, 80GiB or 512MB")
-    size = int(float(match.group("number")) * UNITS[unit])
-    if size <= 0:
-        raise ValueError(f"'{text}' is not a memory size above zero")
-    return size
 
 
 def peak_tflops(device_name: str | None) -> float | None:
