@@ -4,12 +4,8 @@ stabilize), then a forward pass, xllm's loss and a backward pass on meta tensors
 is tracked until it dies. That gives what the allocator would hold: activations saved for backward, logits, the
 recomputation of checkpointed layers, gradients.
 
-What a meta tensor cannot show is replaced by a stand-in that allocates what the real kernel does:
-
-- attention: SDPA's flash/memory-efficient kernels save query, key, value, output and a float32 log-sum-exp per row;
-  on meta, PyTorch would pick its math fallback, which materialises the full attention matrix;
-- bitsandbytes 4/8-bit and GPTQ linear layers: packed weights and quantization constants of their real sizes, a
-  dequantized weight that lives only during its matmul, the input kept for backward where bitsandbytes keeps it.
+What a meta tensor cannot show is replaced by a stand-in that allocates what the real kernel does (``stand_ins``):
+flash attention, quantized linear layers, autocast.
 
 Values that depend on data (``.item()``, ``.all()``) answer as for a batch of full rows (no padding, no packing).
 A stack of identical layers is simulated at depths 1 and 2 and extrapolated: every quantity is linear in the depth.
@@ -19,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
-from unittest import mock
 
 from xllm_cli.errors import ConfigError
+from xllm_cli.estimate.stand_ins import autocast, flash_attention, quantized_linear
 
 
 class SimulationError(Exception):
@@ -53,16 +47,13 @@ class Footprint:
     activations: int = 0  # held at the end of the forward pass (loss included)
     step_peak: int = 0  # most bytes alive during forward + backward, gradients included
     step_peak_without_gradients: int = 0
-    largest_trainable: int = field(default=0, metadata={"depth": "max"})
 
     def extrapolate(self, deeper: Footprint, depth: int) -> Footprint:
         """From depths 1 (self) and 2 (deeper) to ``depth``."""
         values = {}
         for item in fields(self):
             one, two = getattr(self, item.name), getattr(deeper, item.name)
-            values[item.name] = (
-                max(one, two) if item.metadata.get("depth") == "max" else one + (two - one) * (depth - 1)
-            )
+            values[item.name] = one + (two - one) * (depth - 1)
         return Footprint(**values)
 
 
@@ -127,180 +118,6 @@ def _dispatch_mode(memory: _LiveMemory) -> Any:
     return Tracking()
 
 
-@contextlib.contextmanager
-def _autocast(compute_dtype: Any) -> Iterator[None]:
-    """torch.autocast as accelerate applies it to the forward pass of a mixed-precision run, for meta tensors (which
-    autocast skips): matmuls take their inputs in ``compute_dtype``, softmax and normalisations in float32. The
-    functions are wrapped where models call them, above autograd like autocast, so the casted copies are what
-    backward keeps; a function mode would not do, as meta's backward (checkpoint recomputation included) runs on
-    another thread. Casts of trainable leaf tensors are cached for the pass, as autocast caches them."""
-    import torch
-    import torch.nn.functional as F
-
-    cache: dict[int, Any] = {}
-
-    def cast(value: Any, dtype: Any, source: tuple[Any, ...]) -> Any:
-        if not isinstance(value, torch.Tensor) or value.dtype not in source:
-            return value
-        if value.is_leaf and value.requires_grad:
-            if id(value) not in cache:
-                cache[id(value)] = (value, value.to(dtype))  # the tensor too, so its id stays its own
-            return cache[id(value)][1]
-        return value.to(dtype)
-
-    def casting(function: Any, dtype: Any, source: tuple[Any, ...]) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            args = tuple(cast(a, dtype, source) for a in args)
-            return function(*args, **{k: cast(v, dtype, source) for k, v in kwargs.items()})
-
-        return call
-
-    low = [(F, "linear"), (F, "conv1d"), (F, "conv2d"), (torch, "matmul"), (torch, "mm"), (torch, "bmm")]
-    low += [(torch, "addmm"), (torch, "baddbmm")]
-    full = [(F, "softmax"), (F, "log_softmax"), (F, "cross_entropy"), (F, "layer_norm"), (F, "group_norm")]
-    half_types = (torch.float16, torch.bfloat16)
-    with contextlib.ExitStack() as stack:
-        for owner, name in low:
-            stack.enter_context(
-                mock.patch.object(owner, name, casting(getattr(owner, name), compute_dtype, (torch.float32,)))
-            )
-        for owner, name in full:
-            stack.enter_context(
-                mock.patch.object(owner, name, casting(getattr(owner, name), torch.float32, half_types))
-            )
-        yield
-
-
-@functools.cache
-def _stand_in_functions() -> tuple[Any, Any, Any]:
-    """The autograd functions of the stand-ins (built on first use: torch is imported lazily)."""
-    import torch
-
-    class FlashAttention(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, query, key, value, mask):
-            out = torch.empty_like(query)
-            log_sum_exp = query.new_empty(query.shape[:-1], dtype=torch.float32)
-            ctx.save_for_backward(query, key, value, out, log_sum_exp, *([mask] if mask is not None else []))
-            return out
-
-        @staticmethod
-        def backward(ctx, grad):
-            query, key, value = ctx.saved_tensors[:3]
-            return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), None
-
-    class DequantizedMatmul(torch.autograd.Function):
-        """4-bit and GPTQ: the weight is dequantized for the matmul and again for backward; nothing else is kept."""
-
-        @staticmethod
-        def forward(ctx, x, layer):
-            ctx.layer = layer
-            weight = x.new_empty((layer.out_features, layer.in_features))
-            return torch.nn.functional.linear(x, weight)
-
-        @staticmethod
-        def backward(ctx, grad):
-            weight = grad.new_empty((ctx.layer.out_features, ctx.layer.in_features))
-            return grad @ weight, None
-
-    class Int8Matmul(torch.autograd.Function):
-        """bitsandbytes 8-bit: the input is quantized per call and kept for backward; the weight is dequantized.
-        bitsandbytes keeps the input as an attribute of its context, not through ``save_for_backward``, so gradient
-        checkpointing does not drop it: neither here."""
-
-        @staticmethod
-        def forward(ctx, x, layer):
-            ctx.input = x
-            ctx.layer = layer
-            x.new_empty(x.shape, dtype=torch.int8)  # the quantized input, freed at once
-            weight = x.new_empty((layer.out_features, layer.in_features))
-            return torch.nn.functional.linear(x, weight)
-
-        @staticmethod
-        def backward(ctx, grad):
-            weight = grad.new_empty((ctx.layer.out_features, ctx.layer.in_features))
-            return grad @ weight, None
-
-    return FlashAttention, DequantizedMatmul, Int8Matmul
-
-
-@functools.cache
-def _quantized_linear_class() -> type:
-    import torch
-
-    _, dequantized, int8 = _stand_in_functions()
-
-    class QuantizedLinear(torch.nn.Linear):
-        kind = "4bit"
-        compute_dtype: Any = None
-
-        def forward(self, x):
-            if self.kind == "8bit":
-                return int8.apply(x, self)
-            # bitsandbytes' Linear4bit computes in its compute dtype and returns the input's dtype.
-            out = dequantized.apply(x.to(self.compute_dtype), self)
-            return out.to(x.dtype) if self.kind == "4bit" else out
-
-    return QuantizedLinear
-
-
-def _sdpa_stand_in(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    flash, _, _ = _stand_in_functions()
-    return flash.apply(query, key, value, attn_mask)
-
-
-def _quantized_stand_in(linear: Any, config: Any, compute_dtype: Any, gptq: dict[str, Any] | None) -> Any:
-    """A linear layer replaced by its quantized twin's sizes: parameters and buffers of the real shapes and dtypes."""
-    import torch
-
-    out_features, in_features = linear.out_features, linear.in_features
-    numel = out_features * in_features
-    meta = {"device": "meta"}
-
-    layer = _quantized_linear_class()(in_features, out_features, bias=False, **meta)
-    layer.bias = linear.bias
-    layer.compute_dtype = compute_dtype
-    buffers: dict[str, tuple[tuple[int, ...], Any]] = {}
-    if gptq is not None:
-        layer.kind = "gptq"
-        bits, group = gptq["bits"], gptq["group_size"] if gptq["group_size"] > 0 else in_features
-        groups = -(-in_features // group)
-        weight = torch.empty((in_features * bits // 32, out_features), dtype=torch.int32, **meta)
-        buffers = {
-            "scales": ((groups, out_features), torch.float16),
-            "qzeros": ((groups, out_features * bits // 32), torch.int32),
-            "g_idx": ((in_features,), torch.int32),
-        }
-    elif config.load_in_4bit:
-        layer.kind = "4bit"
-        blocks = -(-numel // 64)  # bitsandbytes' 4-bit blocks of 64 weights, one absmax each
-        weight = torch.empty(((numel + 1) // 2, 1), dtype=torch.uint8, **meta)
-        if config.bnb_4bit_use_double_quant:
-            # absmax quantized to 8 bits in blocks of 256, with a float32 absmax per block and a 256-entry code.
-            buffers = {
-                "absmax": ((blocks,), torch.uint8),
-                "absmax2": ((-(-blocks // 256),), torch.float32),
-                "code2": ((256,), torch.float32),
-                "code": ((16,), torch.float32),
-            }
-        else:
-            buffers = {"absmax": ((blocks,), torch.float32), "code": ((16,), torch.float32)}
-    else:
-        layer.kind = "8bit"
-        if config.llm_int8_has_fp16_weight:
-            # The float weight stays (peft's k-bit preparation then casts it to float32); every forward quantizes it
-            # again into ``state.CB``, which the layer keeps.
-            weight = torch.empty((out_features, in_features), dtype=linear.weight.dtype, **meta)
-            buffers = {"CB": ((out_features, in_features), torch.int8), "SCB": ((out_features,), torch.float32)}
-        else:
-            weight = torch.empty((out_features, in_features), dtype=torch.int8, **meta)
-            buffers = {"SCB": ((out_features,), torch.float32)}
-    layer.weight = torch.nn.Parameter(weight, requires_grad=False)
-    for name, (shape, dtype) in buffers.items():
-        layer.register_buffer(name, torch.empty(shape, dtype=dtype, **meta))
-    return layer
-
-
 def build_model(model_config: Any, config: Any, compute_dtype: Any, weights_dtype: Any, half: Any) -> tuple[Any, dict]:
     """The model on the meta device, as ``xllm train`` would train it, and its parameter counts by kind."""
     import torch
@@ -337,7 +154,7 @@ def build_model(model_config: Any, config: Any, compute_dtype: Any, weights_dtyp
         for name, module in list(model.named_modules()):
             if isinstance(module, torch.nn.Linear) and module is not head:
                 parent, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent), child, _quantized_stand_in(module, config, compute_dtype, gptq))
+                setattr(model.get_submodule(parent), child, quantized_linear(module, config, compute_dtype, gptq))
         # What peft reads to treat the model as quantized, as transformers sets it on a loaded one.
         model.is_loaded_in_4bit = bool(config.load_in_4bit)
         model.is_loaded_in_8bit = bool(config.load_in_8bit)
@@ -482,7 +299,6 @@ def _step(
         weights=storage_bytes([*model.parameters(), *model.buffers()]),
         weights_half=storage_bytes([*model.parameters(), *model.buffers()], floating_size=2),
         gradients=sum(p.numel() * p.element_size() for p in trainable),
-        largest_trainable=max((p.numel() * p.element_size() for p in trainable), default=0),
     )
     result.optimizer, result.optimizer_step_extra = optimizer_bytes(trainable, embedding_weights, False)
     result.optimizer_fp32, _ = optimizer_bytes(trainable, embedding_weights, True)
@@ -490,21 +306,21 @@ def _step(
     ids = torch.zeros((batch_size, length), dtype=torch.long, device="meta")
     memory = _LiveMemory({t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers(), ids]})
     hooks = [p.register_post_accumulate_grad_hook(lambda p: memory.gradient(p.grad)) for p in trainable]
-    sdpa = _patch_sdpa()
+    sdpa = flash_attention()
     try:
         # Autocast covers the forward and, as torch.utils.checkpoint restores it, the recomputation in backward.
-        autocast = precision == "autocast"
+        mixed = precision == "autocast"
         with sdpa, _quiet(), _dispatch_mode(memory):
-            with _autocast(compute) if autocast else contextlib.nullcontext():
+            with autocast(compute) if mixed else contextlib.nullcontext():
                 logits = model(input_ids=ids, use_cache=False).logits
-            if autocast:
+            if mixed:
                 logits = logits.float()  # accelerate returns the forward's outputs in float32
             total, _ = token_loss_sum(logits, ids, config.label_smoothing_factor)
             loss = total / (batch_size * length)
             del logits, total
             result.activations = memory.live
             if loss.requires_grad:
-                with _autocast(compute) if autocast else contextlib.nullcontext():
+                with autocast(compute) if mixed else contextlib.nullcontext():
                     loss.backward()
     except (NotImplementedError, RuntimeError) as error:
         raise SimulationError(str(error).splitlines()[0]) from None
@@ -514,7 +330,3 @@ def _step(
     result.step_peak = memory.peak
     result.step_peak_without_gradients = memory.peak_without_gradients
     return result
-
-
-def _patch_sdpa() -> Any:
-    return mock.patch("torch.nn.functional.scaled_dot_product_attention", _sdpa_stand_in)
