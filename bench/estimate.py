@@ -111,7 +111,7 @@ def measure_step(model_dir: Path, batch_size: int, length: int, **settings: Any)
     def step(mark: Any) -> None:
         with mark("forward"):
             loss = trainer.compute_loss(model, batch)
-        if device.type == "cuda":
+        if device.type == "cuda" and "before" in measured:  # the measured step, not the warm-up
             measured["activations"] = torch.cuda.memory_allocated() - measured["before"]
         loss.backward()
         del loss
