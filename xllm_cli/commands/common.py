@@ -114,6 +114,15 @@ COMMON_OPTIONS = {
     ],
 }
 
+ESTIMATE_OPTION = Annotated[
+    bool,
+    typer.Option(
+        "--estimate",
+        help="Print the memory per device and a rough step time for these settings, then exit (no weights loaded).",
+        rich_help_panel="Run",
+    ),
+]
+
 
 def keys_on_command_line(kinds: Iterable[str]) -> dict[str, str]:
     """The plugin keys typed on the command line for ``kinds``, e.g. ``{"dataset_key": "counting"}``."""
@@ -150,8 +159,10 @@ def step_command(
     fields: list[str],
     body: Callable[[Any], None],
     plugin_kinds: tuple[str, ...] = (),
+    estimate: Callable[[Any], None] | None = None,
 ) -> None:
-    """Register ``xllm <step>``: resolve the configuration from every source, then call ``body(config)``."""
+    """Register ``xllm <step>``: resolve the configuration from every source, then call ``body(config)`` (or, with
+    ``--estimate``, ``estimate(config)``: a step that trains gets that flag)."""
 
     def command(ctx: typer.Context, **values: Any) -> None:
         from xllm_cli import console
@@ -164,6 +175,7 @@ def step_command(
         values = {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
         config_file = values.pop("config_file")
         show_config = values.pop("show_config")
+        estimate_only = values.pop("estimate", False)
         resolved = resolve_config(
             values,
             config_file=config_file,
@@ -180,6 +192,9 @@ def step_command(
 
             print_config(resolved, fields)
             return
+        if estimate_only:
+            estimate(resolved.config)
+            return
         body(resolved.config)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
@@ -187,6 +202,10 @@ def step_command(
         default = None if name == "config_file" else False
         parameters.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
+    if estimate is not None:
+        parameters.append(
+            inspect.Parameter("estimate", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=ESTIMATE_OPTION)
         )
     parameters += [field_option(name) for name in fields]
     config_cls = plugin_config_for_command_line(plugin_kinds)

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xllm_cli.collators.templates import TEMPLATES
-from xllm_cli.config.validation import check_combinations
+from xllm_cli.config.validation import check_combinations, parse_size
 
 # Entity -> help panel title, in the order the panels appear.
 ENTITIES: dict[str, str] = {
@@ -223,6 +223,19 @@ class XllmConfig(BaseSettings):
     resume_from_checkpoint: str | None = setting(
         None, "training", "Continue from a checkpoint folder, or 'last' for the newest in output_dir."
     )
+    # The devices a run is planned for: what `xllm train --estimate` and the start-up estimate compare with.
+    device_memory: str | None = setting(
+        None, "training", "Memory of one device for the estimate's verdict, e.g. 24GB or 80GiB; unset: the GPU's."
+    )
+    num_devices: int | None = setting(
+        None,
+        "training",
+        "Devices of the run, for the estimate; unset: WORLD_SIZE, else the visible GPUs, else 1.",
+        gt=0,
+    )
+    device_tflops: float | None = setting(
+        None, "training", "Peak dense bf16 TFLOPs of one device, for the estimated step time; unset: by GPU name.", gt=0
+    )
 
     # --- fuse
     lora_hub_model_id: str | None = setting(None, "fuse", "Hub id of the LoRA adapter to merge.")
@@ -274,6 +287,13 @@ class XllmConfig(BaseSettings):
     def _sources_as_comma_list(cls, value: Any) -> Any:
         """A config file may list several sources (``dataset_source: [a.jsonl, b.json:2]``)."""
         return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+    @field_validator("device_memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> XllmConfig:

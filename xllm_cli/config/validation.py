@@ -6,6 +6,10 @@ import re
 from typing import Any
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+GB = 10**9
+MEMORY_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+MEMORY_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+_SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE)
 
 
 def flag(name: str) -> str:
@@ -71,3 +75,16 @@ def check_for_command(config: Any, command: str) -> None:
     """Rules that depend on the step being run."""
     if command == "fuse" and not (config.lora_hub_model_id or config.lora_model_local_path):
         raise ValueError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``24GB`` (10^9), ``80GiB`` (2^30), ``512MB``, ``1.5TB`` ...; a unit is required (a bare 24 is more likely
+    24 GB than 24 bytes). ``ValueError`` with the accepted forms."""
+    match = _SIZE.match(str(text))
+    unit = match.group("unit").lower() if match else None
+    if match is None or unit not in MEMORY_UNITS:
+        raise ValueError(f"'{text}' is not a memory size; write it like 24GB, 80GiB or 512MB")
+    size = int(float(match.group("number")) * MEMORY_UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"'{text}' is not a memory size above zero")
+    return size

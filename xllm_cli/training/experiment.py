@@ -153,7 +153,9 @@ class Experiment:
         from transformers import set_seed
 
         from xllm_cli.training.model import load_model, prepare_for_training
+        from xllm_cli.training.preflight import announce_estimate
 
+        announce_estimate(self.config)  # before loading: an out-of-memory crash is announced, not discovered
         # The Trainer seeds only when it is built; new weights (LoRA matrices, resized embeddings) come before that.
         set_seed(self.config.seed)
         quantized = self.quantization_config is not None or self.config.from_gptq

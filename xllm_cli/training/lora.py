@@ -55,7 +55,9 @@ def target_modules(model: Any, raw: str) -> list[str]:
     return wanted
 
 
-def apply_lora(model: Any, config: Any) -> Any:
+def apply_lora(model: Any, config: Any, stand_ins: bool = False) -> Any:
+    """Adapters as configured. ``stand_ins``: the model is the memory estimate's meta copy, whose quantized layers are
+    plain stand-ins (so no GPTQ dispatch), and nothing is printed."""
     from peft import LoraConfig, get_peft_model
 
     targets = target_modules(model, config.raw_lora_target_modules)
@@ -67,8 +69,10 @@ def apply_lora(model: Any, config: Any) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    with _without_gptq_dispatch(skip=not config.from_gptq):
+    with _without_gptq_dispatch(skip=stand_ins or not config.from_gptq):
         model = get_peft_model(model, lora_config)
+    if stand_ins:
+        return model
     trainable, total = model.get_nb_trainable_parameters()
     console.info(f"LoRA on {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters")
     return model

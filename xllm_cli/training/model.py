@@ -22,16 +22,28 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def compute_dtype(config: Any) -> Any:
+def compute_dtype(config: Any, cuda: bool | None = None, bf16: bool | None = None) -> Any:
     """float32 when forced or on CPU (CPU training in half precision is slow and lossy), else fp16 when forced,
-    else bf16 where the device supports it, else fp16."""
+    else bf16 where the device supports it, else fp16. ``cuda``/``bf16`` describe another device than this one (the
+    estimate's target); unset, they are this machine's."""
     import torch
 
-    if config.force_fp32 or not has_cuda():
+    if config.force_fp32 or not (has_cuda() if cuda is None else cuda):
         return torch.float32
-    if config.force_fp16 or not bf16_supported():
+    if config.force_fp16 or not (bf16_supported() if bf16 is None else bf16):
         return torch.float16
     return torch.bfloat16
+
+
+def weights_dtype(config: Any, dtype: Any) -> Any:
+    """The dtype the weights load in for training in ``dtype``."""
+    import torch
+
+    if dtype == torch.float16 and not config.apply_lora:
+        # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
+        # anyway, so only full fine-tuning needs this.
+        return torch.float32
+    return dtype
 
 
 def load_tokenizer(config: Any) -> Any:
@@ -99,16 +111,11 @@ def quantization_config(config: Any) -> Any:
 
 def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
     """The model, quantized while loading or (``bnb_quantize_after_model_init``) right after."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
 
-    dtype = compute_dtype(config)
-    if dtype == torch.float16 and not config.apply_lora:
-        # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
-        # anyway, so only full fine-tuning needs this.
-        dtype = torch.float32
+    dtype = weights_dtype(config, compute_dtype(config))
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "attn_implementation": attention_implementation(config, model_class(config)),
