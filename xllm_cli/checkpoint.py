@@ -13,6 +13,7 @@ from typing import Any
 
 from xllm_cli.cleanup import sigterm_unwinds
 from xllm_cli.errors import ConfigError, XllmError
+from xllm_cli.sizes import parse_size
 
 # The resolved settings `xllm train` writes beside the model it trained (secrets masked); fuse reads them back.
 TRAINING_SETTINGS_FILE = "xllm_config.json"
@@ -22,15 +23,10 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 def parse_shard_size(text: str) -> int:
     """'10GB', '500MB', '100KB', '2GiB' or a byte count -> bytes; a bad value names --max-shard-size."""
-    from transformers.utils.hub import convert_file_size_to_int
-
     try:
-        size = convert_file_size_to_int(text.strip() if isinstance(text, str) else text)
-    except (ValueError, TypeError):
-        size = None
-    if not isinstance(size, int) or size <= 0:
-        raise ConfigError(f"--max-shard-size must be a size like 10GB, 500MB or 100KB, got {text!r}")
-    return size
+        return parse_size(text, unit_required=False)
+    except ValueError:
+        raise ConfigError(f"--max-shard-size must be a size like 10GB, 500MB or 100KB, got {text!r}") from None
 
 
 def base_weight_files(folder: Path) -> tuple[list[str], dict[str, str] | None]:

@@ -29,8 +29,7 @@ from xllm_cli.console import progress
 from xllm_cli.errors import ConfigError, XllmError
 from xllm_cli.hub import download_adapter, push_folder
 from xllm_cli.models import model_settings, open_model, resolve_model, save_tokenizer, storage_dtype
-from xllm_cli.settings.config import XllmConfig
-from xllm_cli.settings.names import flag
+from xllm_cli.settings.config import XllmConfig, check_fuse_rules
 
 DEFAULT_OUTPUT = "./fused_model"
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
@@ -256,8 +255,7 @@ def resolve_base(config: XllmConfig) -> Path:
 
 def fuse(config: XllmConfig) -> Path:
     """Merge the adapter into ``model_name_or_path``; write ``fused_model_local_path``; push when asked."""
-    if not (config.lora_hub_model_id or config.lora_model_local_path):
-        raise ConfigError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")
+    check_fuse_rules(config)
     dtype = storage_dtype(config)
     dtype_name = str(dtype).removeprefix("torch.")
     writer_args = (parse_shard_size(config.max_shard_size), config.save_safetensors)

@@ -92,14 +92,15 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def compute_dtype(precision: PrecisionSettings) -> Any:
+def compute_dtype(precision: PrecisionSettings, cuda: bool | None = None, bf16: bool | None = None) -> Any:
     """The dtype a model runs in: float32 when forced or on CPU (half precision there is slow and lossy), else fp16
-    when forced or without bf16 support, else bf16."""
+    when forced or without bf16 support, else bf16. ``cuda``/``bf16`` describe another device than this one (the
+    estimate's target); unset, they are this machine's."""
     import torch
 
-    if precision.force_fp32 or not has_cuda():
+    if precision.force_fp32 or not (has_cuda() if cuda is None else cuda):
         return torch.float32
-    if precision.force_fp16 or not bf16_supported():
+    if precision.force_fp16 or not (bf16_supported() if bf16 is None else bf16):
         return torch.float16
     return torch.bfloat16
 

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from xllm_cli.errors import ConfigError
 from xllm_cli.settings.layers import Layer, read_dotenv, read_variables, reject_unknown
 from xllm_cli.settings.names import flag
 from xllm_cli.settings.sections import SECTIONS
@@ -75,3 +76,20 @@ def environment_sources(settings_cls: type[BaseSettings], init_kwargs: Mapping[s
         return layer
 
     return _LayerSource(settings_cls, env), _LayerSource(settings_cls, dotenv)
+
+
+# Rules between settings that one step alone has: they are checked when that step runs, not by XllmConfig itself,
+# because one .env or config file usually serves every step and may hold settings the step at hand does not read.
+def check_training_rules(config: XllmConfig) -> None:
+    if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
+        which = "load_in_4bit" if config.load_in_4bit else "load_in_8bit" if config.load_in_8bit else "from_gptq"
+        raise ConfigError(
+            f"{flag(which)} trains only adapters: add --apply-lora (quantized weights cannot be fine-tuned)"
+        )
+    if config.fuse_after_training and not config.apply_lora:
+        raise ConfigError("--fuse-after-training needs --apply-lora: there is no adapter to fuse otherwise")
+
+
+def check_fuse_rules(config: XllmConfig) -> None:
+    if not (config.lora_hub_model_id or config.lora_model_local_path):
+        raise ConfigError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from xllm_cli.collators.templates import TEMPLATES
 from xllm_cli.settings.names import flag
+from xllm_cli.sizes import parse_size
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -275,12 +276,42 @@ class TrainingSettings(Section):
     trainer_key: str = setting("lm", "Trainer class (registry key) that computes the loss.")
 
 
+class EstimateSettings(Section):
+    """The devices a run is planned for: what ``xllm train --estimate`` and the start-up estimate compare with."""
+
+    key: ClassVar[str] = "estimate"
+    title: ClassVar[str] = "Estimate"
+
+    device_memory: str | None = setting(
+        None, "Memory of one device for the estimate's verdict, e.g. 24GB or 80GiB; unset: the GPU's."
+    )
+    num_devices: int | None = setting(
+        None, "Devices of the run, for the estimate; unset: WORLD_SIZE, else the visible GPUs, else 1.", gt=0
+    )
+    device_tflops: float | None = setting(
+        None, "Peak dense bf16 TFLOPs of one device, for the estimated step time; unset: by GPU name.", gt=0
+    )
+
+    @field_validator("device_memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+
 class SavingSettings(Section):
     key: ClassVar[str] = "saving"
     title: ClassVar[str] = "Saving"
 
     save_safetensors: bool = setting(True, "Save weights as safetensors (otherwise PyTorch .bin).")
     max_shard_size: str = setting("10GB", "Largest weight shard written when saving, e.g. 5GB or 500MB.")
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, value: str) -> str:
+        parse_size(value, unit_required=False)
+        return value
 
 
 class DistributedSettings(Section):
@@ -411,6 +442,7 @@ SECTIONS: tuple[type[Section], ...] = (
     LoraSettings,
     QuantizationSettings,
     TrainingSettings,
+    EstimateSettings,
     SavingSettings,
     DistributedSettings,
     HubSettings,

@@ -20,15 +20,16 @@ from typing import Any
 from xllm_cli import console, registry
 from xllm_cli.data.unprepared import check_prepared, prepare_if_missing
 from xllm_cli.errors import ConfigError, XllmError
-from xllm_cli.models import bf16_supported, check_local_paths, load_tokenizer
+from xllm_cli.models import bf16_supported, load_tokenizer
 from xllm_cli.settings.config import XllmConfig
-from xllm_cli.training.architecture import attention_implementation, check_packing_isolation, model_class
+from xllm_cli.training.architecture import check_packing_isolation
 from xllm_cli.training.arguments import set_up_environment, training_arguments
 from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
 from xllm_cli.training.distributed import init_distributed
 from xllm_cli.training.lora import apply_lora, stabilize
 from xllm_cli.training.model import load_model, prepare_for_training, quantization_config
 from xllm_cli.training.outputs import finish_run
+from xllm_cli.training.preflight import announce_estimate, check_training_settings
 from xllm_cli.training.tokenize import PackedSamples, SampleSource, encode_source
 
 STEPS = (
@@ -156,6 +157,7 @@ class Experiment:
     def build_model(self) -> None:
         from transformers import set_seed
 
+        announce_estimate(self.config)  # before loading: an out-of-memory crash is announced, not discovered
         # The Trainer seeds only when it is built; new weights (LoRA matrices, resized embeddings) come before that.
         set_seed(self.config.seed)
         quantized = self.quantization_config is not None or self.config.from_gptq
@@ -221,18 +223,6 @@ class Experiment:
         return finish_run(
             self.config, self.trainer, self.tokenizer, result, self.progress.tokens_per_second(self.trainer.state)
         )
-
-
-def check_training_settings(config: XllmConfig) -> None:
-    """Combinations that only matter for training (the shared rules live in config/validation.py)."""
-
-    check_local_paths(config)
-    attention_implementation(config, model_class(config))  # an attention the model lacks: refused before any work
-    if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
-        which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit" if config.load_in_8bit else "--from-gptq"
-        raise ConfigError(f"{which} trains only adapters: add --apply-lora (quantized weights cannot be fine-tuned)")
-    if config.fuse_after_training and not config.apply_lora:
-        raise ConfigError("--fuse-after-training needs --apply-lora: there is no adapter to fuse otherwise")
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:

@@ -56,9 +56,10 @@ def target_modules(model: Any, raw: str) -> list[str]:
     return wanted
 
 
-def apply_lora(model: Any, lora: LoraSettings, gptq_base: bool = False) -> Any:
-    """Wrap ``model`` in a peft LoRA model as ``lora`` says; ``gptq_base``: the model was loaded from a GPTQ
-    checkpoint (peft then dispatches to gptqmodel's layers)."""
+def apply_lora(model: Any, lora: LoraSettings, gptq_base: bool = False, stand_ins: bool = False) -> Any:
+    """Wrap ``model`` in a peft LoRA model as ``lora`` says. ``gptq_base``: the model was loaded from a GPTQ checkpoint
+    (peft then dispatches to gptqmodel's layers). ``stand_ins``: the model is the memory estimate's meta copy, whose
+    quantized layers are plain stand-ins (so no GPTQ dispatch), and nothing is printed."""
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
@@ -74,8 +75,10 @@ def apply_lora(model: Any, lora: LoraSettings, gptq_base: bool = False) -> Any:
         # Conv1D (GPT-2) stores weights transposed: say so, rather than let peft correct it with a warning per layer.
         fan_in_fan_out=bool(targeted) and all(isinstance(module, Conv1D) for module in targeted),
     )
-    with _without_gptq_dispatch(skip=not gptq_base):
+    with _without_gptq_dispatch(skip=stand_ins or not gptq_base):
         model = get_peft_model(model, lora_config)
+    if stand_ins:
+        return model
     trainable, total = model.get_nb_trainable_parameters()
     console.info(f"LoRA on {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters")
     return model

@@ -11,6 +11,17 @@ from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
 
 
+def weights_dtype(config: XllmConfig, dtype: Any) -> Any:
+    """The dtype the weights load in for training in ``dtype``."""
+    import torch
+
+    if dtype == torch.float16 and not config.apply_lora:
+        # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
+        # anyway, so only full fine-tuning needs this.
+        return torch.float32
+    return dtype
+
+
 def quantization_config(config: XllmConfig) -> Any:
     """The bitsandbytes config for 4/8-bit loading, the GPTQ loading config for ``from_gptq``, or None."""
     if config.from_gptq:
@@ -39,13 +50,7 @@ def quantization_config(config: XllmConfig) -> Any:
 
 def load_model(config: XllmConfig, quantization: Any, tokenizer: Any) -> Any:
     """The model, quantized while loading or (``bnb_quantize_after_model_init``) right after."""
-    import torch
-
-    dtype = compute_dtype(config)
-    if dtype == torch.float16 and not config.apply_lora:
-        # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
-        # anyway, so only full fine-tuning needs this.
-        dtype = torch.float32
+    dtype = weights_dtype(config, compute_dtype(config))
     kwargs: dict[str, Any] = {"attn_implementation": attention_implementation(config, model_class(config))}
     if config.device_map:
         kwargs["device_map"] = config.device_map
@@ -138,7 +143,7 @@ def prepare_for_training(model: Any, config: XllmConfig, quantized: bool) -> Any
         )
     elif checkpointing:
         # Non-reentrant checkpointing needs no input gradients, so it works with frozen embeddings (LoRA) too.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if checkpointing:
         model.config.use_cache = False
     return model
