@@ -161,13 +161,3 @@ def progress(description: str, total: float | None = None, unit: str = "it") -> 
     output = _output[0] if not _state["quiet"] else PlainOutput()
     with output.progress(description, total, unit) as advance:
         yield advance
-
-
-def track(items: Any, description: str, total: float | None = None, unit: str = "it") -> Iterator[Any]:
-    """Iterate ``items`` with progress shown; ``total`` defaults to ``len(items)`` when it has one."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)
-    with progress(description, total=total, unit=unit) as advance:
-        for item in items:
-            yield item
-            advance()

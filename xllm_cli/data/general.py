@@ -164,19 +164,6 @@ def read_source(source: str | None, config: XllmConfig, text_field: str = "text"
     return _hub_records(source, config)
 
 
-def map_splits(
-    splits: Splits, to_sample: Callable[[str, dict[str, Any]], RawSample]
-) -> tuple[Iterator, Iterator | None]:
-    """Turn located records of both splits into raw samples, lazily (nothing is held in memory)."""
-
-    def convert(records: Iterable[Located]) -> Iterator[RawSample]:
-        for where, record in records:
-            yield to_sample(where, record)
-
-    train, eval_records = splits
-    return convert(train), convert(eval_records) if eval_records is not None else None
-
-
 class PreparedSampleDataset(Dataset):
     """A dataset whose raw samples already are training samples: ``get_sample`` checks them and passes them on."""
 

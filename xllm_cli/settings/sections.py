@@ -56,10 +56,6 @@ class RunSettings(Section):
         None, "Where xllm caches tokenized data (never beside your data); unset: $XDG_CACHE_HOME/xllm or ~/.cache/xllm."
     )
 
-    @property
-    def hub_token(self) -> str | None:
-        return self.secret("huggingface_hub_token")
-
 
 class ModelSettings(Section):
     key: ClassVar[str] = "model"
@@ -398,7 +394,10 @@ class GptqSettings(Section):
     quantized_model_path: str = setting("./quantized_model/", "Where the GPTQ model is written.")
     gptq_bits: int = setting(4, "Bits per weight: 2, 3, 4 or 8.")
     gptq_group_size: int = setting(128, "Columns sharing one scale; -1 is one group per row.")
-    gptq_disable_exllama: bool = setting(True, "Do not use the exllama kernels when loading.")
+    gptq_disable_exllama: bool = setting(
+        True,
+        "Kept for configs of xllm 0.1.8, no effect: gptqmodel picks the kernels (a trainable one for --from-gptq).",
+    )
     quantization_dataset_id: str | None = setting(
         None, "Calibration data: hub dataset id or local file; unset uses the train data."
     )
