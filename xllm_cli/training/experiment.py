@@ -93,8 +93,10 @@ class Experiment:
 
     # --- steps ---------------------------------------------------------------------------------------------------------
     def build_training_arguments(self) -> None:
-
         check_training_settings(self.config)
+        # Before the TrainingArguments exist: with ZeRO-3 they make transformers build every model inside DeepSpeed's
+        # zero.Init, whose collectives the estimate's meta copy (made on one process) must not start.
+        announce_estimate(self.config)
         set_up_environment(self.config)
         # Communication first: ZeRO-3 shards the weights while they load, which needs the process group.
         init_distributed(self.config)
@@ -157,7 +159,6 @@ class Experiment:
     def build_model(self) -> None:
         from transformers import set_seed
 
-        announce_estimate(self.config)  # before loading: an out-of-memory crash is announced, not discovered
         # The Trainer seeds only when it is built; new weights (LoRA matrices, resized embeddings) come before that.
         set_seed(self.config.seed)
         quantized = self.quantization_config is not None or self.config.from_gptq
