@@ -21,6 +21,7 @@ class Failure:
     hint: str | None = None
     traceback: bool = False  # worth a traceback under --verbose
     output: str | None = None  # printed on stdout instead of an error line (the help of a bare `xllm`)
+    shared_by: str = "process"  # which processes of a run meet it alike: "process", "node" or "run" (XllmError)
 
 
 def _first_line(error: BaseException) -> str:
@@ -34,10 +35,12 @@ def _usage_failure(error: UsageError) -> Failure:
     if isinstance(error, NoSuchOption) and error.ctx is not None:
         other = _other_steps_option(error.option_name, error.ctx.command.name)
         if other:
-            return Failure(other, 2, hint=hint)
+            return Failure(other, 2, hint=hint, shared_by="run")
         options = [opt for param in error.ctx.command.params for opt in (*param.opts, *param.secondary_opts)]
-        return Failure(f"no such option {error.option_name}{did_you_mean(error.option_name, options)}", 2, hint=hint)
-    return Failure(error.format_message(), 2, hint=hint)
+        message = f"no such option {error.option_name}{did_you_mean(error.option_name, options)}"
+        return Failure(message, 2, hint=hint, shared_by="run")
+    # The command line is the same on every process of a run.
+    return Failure(error.format_message(), 2, hint=hint, shared_by="run")
 
 
 def _other_steps_option(option: str, step: str | None) -> str | None:
@@ -69,7 +72,7 @@ def describe(error: BaseException) -> Failure:
     if isinstance(error, (Abort, KeyboardInterrupt)):
         return Failure("interrupted" if isinstance(error, KeyboardInterrupt) else "aborted", 130)
     if isinstance(error, XllmError):
-        return Failure(str(error), error.exit_code, hint=error.hint, traceback=True)
+        return Failure(str(error), error.exit_code, hint=error.hint, traceback=True, shared_by=error.shared_by)
     if type(error).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
         return Failure(
             f"out of memory: {_first_line(error)}",
