@@ -58,6 +58,8 @@ def training_arguments(config: Any) -> Any:
         "disable_tqdm": True,
         # LoRA with gradient checkpointing leaves frozen parameters without gradients; DDP must not wait for them.
         "ddp_find_unused_parameters": False if config.apply_lora else None,
+        # How long a process waits in a collective before failing (the same limit xllm puts on joining the run).
+        "ddp_timeout": config.ddp_timeout,
     }
     configure_hub_token(config)
     if config.report_to_wandb:
