@@ -6,6 +6,7 @@ Ctrl-C/SIGTERM. Every failure is one line (and a hint line where one helps); ``-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from xllm_cli import console
@@ -27,6 +28,21 @@ class Failure:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def _lost_a_peer(error: BaseException) -> bool:
+    """A collective that failed because another process is gone (torch's DistError family, or gloo's closed pair)."""
+    text = str(error)
+    peer_gone = "Connection closed by peer" in text or "Connection reset by peer" in text
+    return type(error).__name__ in ("DistBackendError", "DistStoreError", "DistNetworkError") or (
+        isinstance(error, RuntimeError) and peer_gone
+    )
+
+
+def _first_sentence(error: BaseException) -> str:
+    """The first sentence of torch's message, without the source location it starts with."""
+    line = re.sub(r"^\[[^\]]*\]\s*", "", _first_line(error))
+    return line.split(". ")[0].rstrip(".")
 
 
 def _usage_failure(error: UsageError) -> Failure:
@@ -73,6 +89,13 @@ def describe(error: BaseException) -> Failure:
         return Failure("interrupted" if isinstance(error, KeyboardInterrupt) else "aborted", 130)
     if isinstance(error, XllmError):
         return Failure(str(error), error.exit_code, hint=error.hint, traceback=True, shared_by=error.shared_by)
+    if _lost_a_peer(error):
+        return Failure(
+            f"lost contact with another process of the run ({_first_sentence(error)}): it failed or was stopped, and "
+            f"its own error (with its [rank N] prefix) or the launcher's summary says why",
+            1,
+            traceback=True,
+        )
     if type(error).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
         return Failure(
             f"out of memory: {_first_line(error)}",

@@ -83,6 +83,7 @@ def init_distributed(config: Any) -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", config.local_rank)))
     backend = "nccl" if has_cuda else "gloo"
     timeout = timedelta(seconds=config.ddp_timeout)
+    _default_group_timeout(timeout)
     try:
         if uses_deepspeed(config):
             import deepspeed
@@ -104,6 +105,17 @@ def init_distributed(config: Any) -> None:
     # One line that says which engine really runs, so a forgotten --deepspeed-stage under the deepspeed launcher
     # (plain DDP) is visible.
     console.info(f"distributed: {world_size()} process(es), {engine_name(config)}, {backend} communication")
+
+
+def _default_group_timeout(timeout: timedelta) -> None:
+    """Make ``timeout`` the default of every process group created later, not only of the first: DeepSpeed creates
+    its own groups (data parallel, ...) without one, so a process that died before they form would otherwise keep
+    the others waiting torch's default (30 min with gloo)."""
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = timeout
+    if isinstance(c10d.default_pg_nccl_timeout, timedelta):
+        c10d.default_pg_nccl_timeout = timeout
 
 
 class ProcessesNotConnected(XllmError):
