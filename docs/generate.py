@@ -95,7 +95,7 @@ SCRATCH={SCRATCH}
 export HF_HOME=$SCRATCH/huggingface
 export XLLM_CACHE_DIR=$SCRATCH/xllm
 
-MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
 MASTER_PORT={CLUSTER["master_port"]}
 OUTPUT_DIR=$SHARED/runs/$SLURM_JOB_NAME
 RESUME=""
