@@ -420,9 +420,9 @@ def assert_continues(curve: dict[int, float], resumed_at: int) -> None:
 
 
 # --- another number of processes ----------------------------------------------------------------------------------
-def resume_elsewhere(launcher: list[str], node: Path, config: Path, out: Path, checkpoint: Path) -> str:
+def resume_elsewhere(launcher: list[str], node: Path, config: Path, out: Path, checkpoint: Path, steps: int) -> str:
     """``xllm train`` with the run's settings under ``launcher``, resuming from ``checkpoint`` into ``out``."""
-    flags = ["--config", str(config), "--save-steps", "2", "--output-dir", str(out)]
+    flags = ["--config", str(config), "--max-steps", str(steps), "--output-dir", str(out)]
     command = [*launcher, str(VENV_BIN / "xllm"), "train", *flags, "--resume-from-checkpoint", str(checkpoint)]
     (code,) = run_nodes([(command, node, node_env(node))])
     assert code == 0, log(node)[-3000:]
@@ -440,7 +440,7 @@ def test_zero2_resumes_on_one_process_and_back_on_two(run, weights, request, tmp
     assert (out / f"checkpoint-{STEPS}").is_dir(), "the 2-node run did not finish"
     node, one, two = tmp_path / "node", tmp_path / "one", tmp_path / "two"
 
-    text = resume_elsewhere([], node, shared / "train.yaml", one, out / "checkpoint-8")
+    text = resume_elsewhere([], node, shared / "train.yaml", one, out / "checkpoint-8", STEPS)
     converted = "checkpoint-8 was written by 2 process(es) and this run has 1: converting it to DeepSpeed's universal"
     assert f"{converted} checkpoint (global_step8_universal) to resume" in text
     curve = losses(one)
@@ -449,12 +449,12 @@ def test_zero2_resumes_on_one_process_and_back_on_two(run, weights, request, tmp
     assert (one / weights).is_file()
 
     torchrun_one_node = [str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", f"--master-port={free_port()}"]
-    text = resume_elsewhere(torchrun_one_node, node, shared / "train.yaml", two, one / "checkpoint-10")
-    assert "checkpoint-10 was written by 1 process(es) and this run has 2: converting it" in text
+    text = resume_elsewhere(torchrun_one_node, node, shared / "train.yaml", two, one / f"checkpoint-{STEPS}", STEPS + 4)
+    assert f"checkpoint-{STEPS} was written by 1 process(es) and this run has 2: converting it" in text
     curve = losses(two)
-    assert sorted(curve) == list(range(1, STEPS + 1))
-    assert_continues(curve, 10)
-    assert (two / weights).is_file() and global_step(two / f"checkpoint-{STEPS}") == STEPS
+    assert sorted(curve) == list(range(1, STEPS + 5))  # and 4 more steps on two processes
+    assert_continues(curve, STEPS)
+    assert (two / weights).is_file() and global_step(two / f"checkpoint-{STEPS + 4}") == STEPS + 4
 
 
 # --- a node that never arrives, and errors ---------------------------------------------------------------------------

@@ -96,10 +96,14 @@ def prepare_resume(config: Any) -> None:
             f"folder complete on each node)"
         )
     if found is None or not uses_deepspeed(config):
-        return  # the Trainer's own checkpoints hold whole states, which any number of processes loads
+        return  # without DeepSpeed the Trainer's checkpoints hold whole states, which any number of processes loads
     tag_dir, problem = _deepspeed_tag_dir(found)
     agree(problem)
-    saved = saved_world_size(tag_dir)
+    try:
+        saved, problem = saved_world_size(tag_dir), None
+    except ResumeError as error:
+        saved, problem = 0, str(error)
+    agree(problem)
     if saved == world_size():
         agree(_missing_own_shard(tag_dir))
         return
