@@ -233,11 +233,71 @@ def estimate_example() -> str:
     return example_output(EXAMPLE, EXAMPLE_FLAGS)
 
 
+# The cluster of the recipes in docs/scaling.md. tests/test_multinode.py runs the recipes' launch lines on two
+# simulated nodes, replacing exactly these names and numbers.
+CLUSTER = {"nodes": ("node1", "node2"), "gpus_per_node": 8, "master_port": 29500, "shared": "/shared/$USER/xllm"}
+SCRATCH = "/local/scratch/$USER"
+
+
+def slurm_recipe() -> str:
+    """An sbatch script: one Slurm task per node runs torchrun, which starts one xllm per GPU."""
+    script = f"""#!/bin/bash
+#SBATCH --job-name=xllm-train
+#SBATCH --nodes={len(CLUSTER["nodes"])}
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node={CLUSTER["gpus_per_node"]}
+#SBATCH --requeue
+#SBATCH --signal=TERM@300
+set -euo pipefail
+
+SHARED={CLUSTER["shared"]}
+SCRATCH={SCRATCH}
+export HF_HOME=$SCRATCH/huggingface
+export XLLM_CACHE_DIR=$SCRATCH/xllm
+
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
+MASTER_PORT={CLUSTER["master_port"]}
+OUTPUT_DIR=$SHARED/runs/$SLURM_JOB_NAME
+RESUME=""
+if compgen -G "$OUTPUT_DIR/checkpoint-*" > /dev/null; then RESUME="--resume-from-checkpoint last"; fi
+
+srun torchrun \\
+    --nnodes "$SLURM_NNODES" --nproc-per-node "$SLURM_GPUS_ON_NODE" \\
+    --rdzv-backend c10d --rdzv-endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv-id "$SLURM_JOB_ID" \\
+    --rdzv-conf join_timeout=900 \\
+    "$(which xllm)" train --config "$SHARED/train.yaml" --output-dir "$OUTPUT_DIR" $RESUME"""
+    return bash_block("needs a Slurm cluster; tests/test_multinode.py runs this script on two simulated nodes", script)
+
+
+def deepspeed_hostfile_recipe() -> str:
+    """A DeepSpeed hostfile, and the launch from one node (ssh) or on every node (--no_ssh)."""
+    first, port = CLUSTER["nodes"][0], CLUSTER["master_port"]
+    hosts = "\n".join(f"{node} slots={CLUSTER['gpus_per_node']}" for node in CLUSTER["nodes"])
+    script = f"""SHARED={CLUSTER["shared"]}
+cat > "$SHARED/hostfile" <<'EOF'
+{hosts}
+EOF
+# on {first}, which reaches the other nodes by passwordless ssh (pdsh starts the same command there):
+deepspeed --hostfile "$SHARED/hostfile" --master_addr {first} --master_port {port} \\
+    "$(which xllm)" train --config "$SHARED/train.yaml"
+# or on every node, without ssh: NODE_RANK is the node's line in the hostfile, from 0
+deepspeed --hostfile "$SHARED/hostfile" --no_ssh --node_rank "$NODE_RANK" --master_addr {first} --master_port {port} \\
+    "$(which xllm)" train --config "$SHARED/train.yaml\""""
+    reason = "needs several GPU nodes; tests/test_multinode.py runs the --no_ssh line on two simulated nodes"
+    return bash_block(reason, script)
+
+
+def bash_block(not_run: str, script: str) -> str:
+    return f"```bash not-run: {not_run}\n{script}\n```"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "config-reference": config_reference,
+    "deepspeed-hostfile-recipe": deepspeed_hostfile_recipe,
     "estimate-example": estimate_example,
     "locked-versions": locked_versions,
-    "config-reference": config_reference,
     "memory-table": memory_table,
+    "slurm-recipe": slurm_recipe,
     "tested-architectures": tested_architectures,
     "zero-table": zero_table,
 }

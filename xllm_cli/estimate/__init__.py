@@ -26,6 +26,7 @@ from xllm_cli.estimate.result import CUDA_OVERHEAD, Estimate, Memory
 from xllm_cli.estimate.speed import step_time
 from xllm_cli.estimate.suggest import cheapest_fit
 from xllm_cli.models import compute_dtype
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.sizes import GB, parse_size
 from xllm_cli.training.model import weights_dtype
 
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-def load_model_config(config: Any) -> Any:
+def load_model_config(config: XllmConfig) -> Any:
     """The transformers config of ``--model-name-or-path``: a local folder, the Hub cache, or ``config.json`` alone
     downloaded from the Hub (never weights)."""
     from transformers import AutoConfig
@@ -61,7 +62,11 @@ def load_model_config(config: Any) -> Any:
 
 
 def estimate(
-    config: Any, model_config: Any, target: Target, suggest: bool = True, compare_checkpointing: bool = True
+    config: XllmConfig,
+    model_config: XllmConfig,
+    target: Target,
+    suggest: bool = True,
+    compare_checkpointing: bool = True,
 ) -> Estimate:
     """The estimate of the run ``config`` describes (an ``XllmConfig``) for ``model_config`` on ``target``:
     ``suggest`` the cheapest change when it does not fit, ``compare_checkpointing``: also the activations with
@@ -102,7 +107,7 @@ def estimate(
     return result
 
 
-def _footprint(config: Any, model_config: Any, target: Target) -> tuple[Any, tuple, str]:
+def _footprint(config: XllmConfig, model_config: XllmConfig, target: Target) -> tuple[Any, tuple, str]:
     """The simulated step, the dtypes (compute, weights, --stabilize's) and the precision mode of the run."""
     import torch
 
@@ -114,7 +119,7 @@ def _footprint(config: Any, model_config: Any, target: Target) -> tuple[Any, tup
     return _cached(config, model_config, dtypes, precision, target.cuda), dtypes, precision
 
 
-def _cached(config: Any, model_config: Any, dtypes: tuple, precision: str, cuda: bool) -> Any:
+def _cached(config: XllmConfig, model_config: XllmConfig, dtypes: tuple, precision: str, cuda: bool) -> Any:
     key = (
         _model_key(model_config),
         _settings_key(config),
@@ -174,9 +179,9 @@ STEP_SETTINGS = (
 )
 
 
-def _settings_key(config: Any) -> tuple:
+def _settings_key(config: XllmConfig) -> tuple:
     return tuple(getattr(config, name) for name in STEP_SETTINGS)
 
 
-def _model_key(model_config: Any) -> str:
+def _model_key(model_config: XllmConfig) -> str:
     return model_config.to_json_string(use_diff=False)

@@ -21,6 +21,7 @@ from typing import Any
 
 from xllm_cli.errors import ConfigError
 from xllm_cli.estimate.stand_ins import autocast, flash_attention, quantized_linear
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.lora import apply_lora, stabilize
 from xllm_cli.training.loss import token_loss_sum
 from xllm_cli.training.model import prepare_for_training
@@ -121,7 +122,9 @@ def _dispatch_mode(memory: _LiveMemory) -> Any:
     return Tracking()
 
 
-def build_model(model_config: Any, config: Any, compute_dtype: Any, weights_dtype: Any, half: Any) -> tuple[Any, dict]:
+def build_model(
+    model_config: XllmConfig, config: XllmConfig, compute_dtype: Any, weights_dtype: Any, half: Any
+) -> tuple[Any, dict]:
     """The model on the meta device, as ``xllm train`` would train it, and its parameter counts by kind."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -173,7 +176,7 @@ def build_model(model_config: Any, config: Any, compute_dtype: Any, weights_dtyp
     return model, counts
 
 
-def _gptq_settings(published: Any, config: Any) -> dict[str, Any]:
+def _gptq_settings(published: Any, config: XllmConfig) -> dict[str, Any]:
     published = published if isinstance(published, dict) else getattr(published, "__dict__", {}) or {}
     return {
         "bits": int(published.get("bits", config.gptq_bits)),
@@ -228,8 +231,8 @@ def storage_bytes(tensors: Any, floating_size: int | None = None) -> int:
 
 
 def footprint(
-    model_config: Any,
-    config: Any,
+    model_config: XllmConfig,
+    config: XllmConfig,
     batch_size: int,
     length: int,
     dtypes: tuple[Any, Any, Any],
@@ -249,16 +252,16 @@ def footprint(
     return shallow[0].extrapolate(shallow[1], depth)
 
 
-def _depth(model_config: Any) -> int | None:
+def _depth(model_config: XllmConfig) -> int | None:
     return getattr(model_config, "num_hidden_layers", None)
 
 
-def _uniform_layers(model_config: Any) -> bool:
+def _uniform_layers(model_config: XllmConfig) -> bool:
     layer_types = getattr(model_config, "layer_types", None)
     return not layer_types or len(set(layer_types)) == 1
 
 
-def _at_depth(model_config: Any, depth: int) -> Any:
+def _at_depth(model_config: XllmConfig, depth: int) -> Any:
     shallow = copy.deepcopy(model_config)
     shallow.num_hidden_layers = depth
     if getattr(shallow, "layer_types", None):
@@ -267,8 +270,8 @@ def _at_depth(model_config: Any, depth: int) -> Any:
 
 
 def _step(
-    model_config: Any,
-    config: Any,
+    model_config: XllmConfig,
+    config: XllmConfig,
     batch_size: int,
     length: int,
     dtypes: tuple[Any, Any, Any],

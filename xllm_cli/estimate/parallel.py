@@ -16,11 +16,12 @@ from xllm_cli.estimate.hardware import Target
 from xllm_cli.estimate.meta import Footprint
 from xllm_cli.estimate.optimizers import optimizer_model
 from xllm_cli.estimate.result import CUDA_OVERHEAD, Memory
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.distributed import predefined_deepspeed_config, read_deepspeed_file
 
 
 def per_device(
-    config: Any, model_config: Any, target: Target, step: Footprint, dtype: Any
+    config: XllmConfig, model_config: XllmConfig, target: Target, step: Footprint, dtype: Any
 ) -> tuple[Any, str, list[str], str]:
     """(Memory, engine, notes, optimizer description) for one device."""
 
@@ -123,13 +124,13 @@ def per_device(
     )
 
 
-def _gathered_unit(step: Footprint, model_config: Any) -> int:
+def _gathered_unit(step: Footprint, model_config: XllmConfig) -> int:
     """Bytes of the largest piece ZeRO-3/FSDP gathers at once, in 16 bits: one block, the embeddings or the head."""
     depth = getattr(model_config, "num_hidden_layers", 1) or 1
     return 2 * max((step.linear + step.norms) // depth, step.embeddings, step.head)
 
 
-def _deepspeed_settings(config: Any, model_config: Any) -> dict[str, Any]:
+def _deepspeed_settings(config: XllmConfig, model_config: XllmConfig) -> dict[str, Any]:
     """Stage, offload and communication buffers from the DeepSpeed file that will run (shipped or the user's)."""
 
     if config.deepspeed_config_path:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from xllm_cli.estimate.result import Estimate
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.sizes import GB
 
 
@@ -27,7 +26,7 @@ def count(value: float) -> str:
     return str(int(value))
 
 
-def method(config: Any) -> str:
+def method(config: XllmConfig) -> str:
     if not config.apply_lora:
         return "full fine-tuning"
     targets = "all linear layers" if config.raw_lora_target_modules.strip() == "all" else config.raw_lora_target_modules

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xllm_cli.estimate.hardware import Target
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.sizes import GB
 
 # CUDA context (~0.5 GB), cuBLAS/NCCL workspaces and the caching allocator's fragmentation: a constant, not measured
@@ -34,7 +35,7 @@ class Memory:
 
 @dataclass(frozen=True)
 class Estimate:
-    config: Any  # the settings estimated
+    config: XllmConfig  # the settings estimated
     target: Target
     dtype: str  # compute dtype: bfloat16, float16 or float32
     engine: str  # what shards: one device, DDP, DeepSpeed ZeRO-n, FSDP

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xllm_cli.estimate.hardware import Target
+from xllm_cli.settings.config import XllmConfig
 
 # Model FLOPs utilisation assumed: what a tuned bf16 run of a decoder reaches with the Hugging Face Trainer is
 # typically 30-50%; 4-bit dequantization and small batches land lower.
@@ -27,7 +28,7 @@ class StepTime:
     mfu: float = MFU
 
 
-def step_time(config: Any, model_config: Any, target: Target, step: Any) -> StepTime:
+def step_time(config: XllmConfig, model_config: XllmConfig, target: Target, step: Any) -> StepTime:
     length = config.max_length
     tokens = config.per_device_train_batch_size * length * config.gradient_accumulation_steps
     matmul = step.linear + (step.head or step.embeddings) + step.adapters  # a tied head multiplies by the embeddings

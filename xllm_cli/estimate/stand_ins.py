@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
+from xllm_cli.settings.config import XllmConfig
+
 
 @contextlib.contextmanager
 def autocast(compute_dtype: Any) -> Iterator[None]:
@@ -138,7 +140,7 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
     return flash.apply(query, key, value, attn_mask)
 
 
-def quantized_linear(linear: Any, config: Any, compute_dtype: Any, gptq: dict[str, Any] | None) -> Any:
+def quantized_linear(linear: Any, config: XllmConfig, compute_dtype: Any, gptq: dict[str, Any] | None) -> Any:
     """A linear layer replaced by its quantized twin's sizes: parameters and buffers of the real shapes and dtypes."""
     import torch
 

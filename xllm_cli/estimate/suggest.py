@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from xllm_cli.estimate.hardware import Target
+from xllm_cli.settings.config import XllmConfig
 from xllm_cli.settings.names import flag
 
 
-def flags(update: dict[str, Any], config: Any) -> str:
+def flags(update: dict[str, Any], config: XllmConfig) -> str:
     """The command-line flags that change ``config`` into ``update`` (settings already so are left out)."""
 
     words = []
@@ -29,7 +30,7 @@ def flags(update: dict[str, Any], config: Any) -> str:
     return " ".join(words)
 
 
-def candidates(config: Any, target: Target) -> list[list[dict[str, Any]]]:
+def candidates(config: XllmConfig, target: Target) -> list[list[dict[str, Any]]]:
     """Groups of alternative changes, cheapest group first; within a group, the mildest first."""
     groups: list[list[dict[str, Any]]] = []
     if not config.use_gradient_checkpointing:
@@ -63,7 +64,7 @@ def candidates(config: Any, target: Target) -> list[list[dict[str, Any]]]:
     return groups
 
 
-def cheapest_fit(config: Any, target: Target, total_of: Callable[[Any], int]) -> tuple[str | None, int | None]:
+def cheapest_fit(config: XllmConfig, target: Target, total_of: Callable[[Any], int]) -> tuple[str | None, int | None]:
     """(flags to add, the total they give) for the cheapest change that fits; (None, None) when nothing does.
     ``total_of(config)``: the estimated total of a changed config (the estimator, passed in)."""
 

@@ -326,6 +326,11 @@ class DistributedSettings(Section):
     )
     fsdp_offload: bool = setting(True, "With FSDP, offload parameters to the CPU.")
     local_rank: int = setting(0, "Process rank on this node; set by deepspeed/torchrun, rarely by hand.")
+    ddp_timeout: int = setting(
+        1800,
+        "Seconds a process waits for the others (joining the run, each collective) before failing with an error.",
+        gt=0,
+    )
 
     @property
     def uses_deepspeed(self) -> bool:

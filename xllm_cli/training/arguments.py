@@ -10,6 +10,7 @@ from xllm_cli import console
 from xllm_cli.models import compute_dtype, has_cuda
 from xllm_cli.settings.config import XllmConfig
 from xllm_cli.training.distributed import distributed_arguments
+from xllm_cli.training.resume import deepspeed_resume_settings
 
 
 def training_arguments(config: XllmConfig) -> Any:
@@ -59,8 +60,10 @@ def training_arguments(config: XllmConfig) -> Any:
         "disable_tqdm": True,
         # LoRA with gradient checkpointing leaves frozen parameters without gradients; DDP must not wait for them.
         "ddp_find_unused_parameters": False if config.apply_lora else None,
+        # How long a process waits in a collective before failing (the same limit xllm puts on joining the run).
+        "ddp_timeout": config.ddp_timeout,
     }
-    kwargs.update(distributed_arguments(config))
+    kwargs.update(distributed_arguments(config, resume=deepspeed_resume_settings(config)))
     return TrainingArguments(**kwargs)
 
 

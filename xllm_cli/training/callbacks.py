@@ -89,7 +89,11 @@ class InterruptCallback(TrainerCallback):
             signal.raise_signal(number)
             return
         self.received = number
-        console.warn(f"{signal.Signals(number).name} received: saving a checkpoint after this step, then stopping")
+        # Said by the process that got it (``[rank N]`` on others than rank 0): a scheduler may signal only some.
+        console.warn(
+            f"{signal.Signals(number).name} received: saving a checkpoint after this step, then stopping",
+            every_process=True,
+        )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         received = self._received_anywhere(args.device)

@@ -30,6 +30,7 @@ from xllm_cli.training.lora import apply_lora, stabilize
 from xllm_cli.training.model import load_model, prepare_for_training, quantization_config
 from xllm_cli.training.outputs import finish_run
 from xllm_cli.training.preflight import announce_estimate, check_training_settings
+from xllm_cli.training.resume import checkpoint_to_resume, prepare_resume
 from xllm_cli.training.tokenize import PackedSamples, SampleSource, encode_source
 
 STEPS = (
@@ -48,7 +49,9 @@ STEPS = (
 
 class TrainingInterrupted(XllmError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exits 128 + the signal number, as a shell
-    reports a command killed by it (130 for Ctrl-C, 143 for SIGTERM)."""
+    reports a command killed by it (130 for Ctrl-C, 143 for SIGTERM). Every process stops at the same step."""
+
+    shared_by = "run"
 
     def __init__(self, message: str, signal_number: int, hint: str | None = None):
         super().__init__(message, hint=hint)
@@ -100,6 +103,9 @@ class Experiment:
         set_up_environment(self.config)
         # Communication first: ZeRO-3 shards the weights while they load, which needs the process group.
         init_distributed(self.config)
+        # Every process agrees on the checkpoint to resume, and one written by another number of processes is
+        # converted, before the DeepSpeed config that loads it is made.
+        prepare_resume(self.config)
         self.training_arguments = training_arguments(self.config)
 
     def build_datasets(self) -> None:
@@ -236,16 +242,8 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 
 def resume_checkpoint(config: XllmConfig) -> str | None:
-    """The checkpoint folder to resume from: a path, or ``last`` (the newest in ``output_dir``)."""
-    wanted = config.resume_from_checkpoint
-    if not wanted:
-        return None
-    if wanted == "last":
-        found = last_checkpoint(Path(config.output_dir))
-        if found is None:
-            raise ConfigError(f"--resume-from-checkpoint last: no checkpoint-* folder in {config.output_dir}")
+    """The checkpoint folder to resume from: a path, or ``last`` (the newest complete one in ``output_dir``)."""
+    found = checkpoint_to_resume(config)
+    if found is not None and config.resume_from_checkpoint == "last":
         console.info(f"resuming from {found}")
-        return str(found)
-    if not Path(wanted).is_dir():
-        raise ConfigError(f"--resume-from-checkpoint: no such checkpoint folder {wanted}")
-    return os.fspath(wanted)
+    return None if found is None else os.fspath(found)

@@ -52,7 +52,13 @@ def save_final_model(config: XllmConfig, trainer: Any, tokenizer: Any, output_di
     if is_main_process():
         shutil.rmtree(staging, ignore_errors=True)
     if config.uses_deepspeed or config.fsdp_strategy.strip():
-        trainer.save_model(str(staging))  # gathers sharded weights: every process takes part
+        # Gathers sharded weights: every process takes part. Checkpoints on node-local disks are written on every
+        # node (save_on_each_node); the final model only once, by the main process.
+        on_each_node, trainer.args.save_on_each_node = trainer.args.save_on_each_node, False
+        try:
+            trainer.save_model(str(staging))
+        finally:
+            trainer.args.save_on_each_node = on_each_node
     elif is_main_process():
         model = trainer.accelerator.unwrap_model(trainer.model)
         kwargs = {} if hasattr(model, "peft_config") else {"max_shard_size": config.max_shard_size}
