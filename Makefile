@@ -40,7 +40,7 @@ $(STAMP): $(LOCK) pyproject.toml $(PLUGIN)/pyproject.toml
 lock: install
 	$(VENV)/bin/pip-compile --quiet --upgrade --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
 		--pip-args "--retries 1 --extra-index-url https://download.pytorch.org/whl/cpu" \
-		--extra gptq --extra dev --constraint lock/cpu.in --output-file $(LOCK) pyproject.toml lock/cpu.in
+		--extra gptq --extra dev --extra docs --constraint lock/cpu.in --output-file $(LOCK) pyproject.toml lock/cpu.in
 	$(PY) docs/generate.py
 
 # Exit code 5 (no tests collected) is a failure too: a suite that runs nothing must not pass. Lint and format checks

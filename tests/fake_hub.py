@@ -232,8 +232,9 @@ def start_fake_hub() -> tuple[FakeHub, ThreadingHTTPServer]:
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
-    """A running fake hub; HF_ENDPOINT points at it (env for subprocesses, constants for this process)."""
+def fake_hub(monkeypatch, tmp_path):
+    """A running fake hub; HF_ENDPOINT points at it (env for subprocesses, constants for this process), and downloads
+    made in this process go to a cache of this test's own (subprocesses get one from HF_HOME, see conftest)."""
     hub, server = start_fake_hub()
     for key, value in hub.env.items():
         monkeypatch.setenv(key, value)
@@ -244,10 +245,16 @@ def fake_hub(monkeypatch):
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub_cache"))
+    if "transformers.utils.hub" in sys.modules:  # an HfApi made earlier points elsewhere
+        monkeypatch.setattr(sys.modules["transformers.utils.hub"], "_hf_api", None)
         if "huggingface_hub.hf_api" in sys.modules:
             monkeypatch.setattr(sys.modules["huggingface_hub.hf_api"].api, "endpoint", hub.url)
     try:
         yield hub
     finally:
+        # transformers keeps one HfApi, made with the endpoint of its first call: leave none behind for the next test.
+        if "transformers.utils.hub" in sys.modules:
+            sys.modules["transformers.utils.hub"]._hf_api = None
         server.shutdown()
         server.server_close()

@@ -130,6 +130,16 @@ class SignalledCollator(LMCollator):
         raise AssertionError("SIGTERM did not stop the tokenization")
 
 
+@pytest.fixture(autouse=True)
+def _forget_plugins_registered_here():
+    """The classes these tests register in-process must not outlive them (completion lists every registered key)."""
+    before = {kind: dict(entries) for kind, entries in registry._in_process.items()}
+    yield
+    for kind, entries in registry._in_process.items():
+        entries.clear()
+        entries.update(before[kind])
+
+
 @pytest.mark.parametrize(("how", "code"), [("sigterm", 143), ("ctrl-c", 130)])
 def test_sigterm_or_ctrl_c_during_tokenization_removes_the_partial_entry(tiny_model, tmp_path, capsys, how, code):
     SignalledCollator.how = how
@@ -213,8 +223,8 @@ def test_an_unwritable_cache_folder_is_one_clear_error(tiny_model, tmp_path, cap
 # --- where the cache is ----------------------------------------------------------------------------------------------
 def test_the_cache_folder_setting_moves_entries_without_changing_their_key(tiny_model, tmp_path):
     from xllm_cli.data.general import GeneralDataset
+    from xllm_cli.models import load_tokenizer
     from xllm_cli.settings import XllmConfig
-    from xllm_cli.training.model import load_tokenizer
     from xllm_cli.training.tokenize import SampleSource, encode_source
 
     data = write_training_data(tmp_path / "train.jsonl")

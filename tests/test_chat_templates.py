@@ -65,7 +65,7 @@ TOOL_CALL = {
 
 
 def tokenizer_with(tiny_model, template: str):
-    from xllm_cli.training.model import load_tokenizer
+    from xllm_cli.models import load_tokenizer
 
     chosen = None if template == "tiny" else template
     return load_tokenizer(XllmConfig(model_name_or_path=str(tiny_model), chat_template=chosen))

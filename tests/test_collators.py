@@ -20,7 +20,7 @@ def make_config(tiny_model: Path, **overrides) -> XllmConfig:
 
 
 def load_tokenizer(config: XllmConfig):
-    from xllm_cli.training.model import load_tokenizer as load
+    from xllm_cli.models import load_tokenizer as load
 
     return load(config)
 

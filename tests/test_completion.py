@@ -129,6 +129,7 @@ def test_stale_script_is_detected_and_regenerated(tmp_path):
     assert scripts_main([str(tmp_path), "--check"]) == 1
 
 
+@pytest.fixture(scope="session")
 def shells_installed():
     why_not = ensure_shell_packages()
     if why_not:

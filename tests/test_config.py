@@ -9,7 +9,8 @@ import pytest
 from xllm_cli.cli.argv import normalize_argv
 from xllm_cli.errors import ConfigError
 from xllm_cli.settings import XllmConfig, resolve_config
-from xllm_cli.settings.sections import SECTIONS, STEP_SECTIONS, LoraSettings
+from xllm_cli.settings.index import STEP_SECTIONS
+from xllm_cli.settings.sections import SECTIONS, LoraSettings
 
 # (field, default, config-file value, .env value, env value, flag value): each source gives a different value.
 PRECEDENCE_CASES = [

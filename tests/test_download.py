@@ -11,7 +11,7 @@ from tests.conftest import run_xllm
 from tests.fake_hub import fake_hub  # noqa: F401 - the fixture
 from xllm_cli.download import download
 from xllm_cli.errors import XllmError
-from xllm_cli.model_download import select_files
+from xllm_cli.hub import select_files
 from xllm_cli.settings import XllmConfig
 
 SECRET = "hf_download_SECRET_4242"
@@ -97,7 +97,10 @@ def test_unknown_hub_model_is_one_clear_line(fake_hub, tmp_path):  # noqa: F811
     result = run_xllm("download", "--no-prepare-dataset", "--model-name-or-path", "org/missing", env=fake_hub.env)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "model 'org/missing' is not on the Hugging Face Hub" in errors[0]
+    assert (
+        len(errors) == 1
+        and "downloading model 'org/missing': not a local folder, and not on the Hugging Face Hub" in errors[0]
+    )
     assert "Traceback" not in result.stderr
 
 

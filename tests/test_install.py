@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +30,13 @@ CUDA_ONLY = re.compile(r"^(nvidia-.*|triton|cuda-.*)$")
 
 
 def installed_distributions() -> dict[str, str]:
-    return {normalise(dist.metadata["Name"]): dist.version for dist in metadata.distributions()}
+    """What the environment's site-packages hold.
+
+    Only the install folders, not ``sys.path``: once something imports setuptools, its vendored copies (packaging,
+    jaraco.*, ...) join ``sys.path`` and would read as installed packages.
+    """
+    folders = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    return {normalise(dist.metadata["Name"]): dist.version for dist in metadata.distributions(path=folders)}
 
 
 def torch_build() -> str:

@@ -76,6 +76,18 @@ def test_no_import_cycle_between_xllm_modules():
     assert cycles == []
 
 
+def test_the_library_imports_xllm_modules_at_the_top_of_files():
+    """Function-local imports of xllm's own modules hid an import cycle once; below the CLI layer none is left (heavy
+    third-party libraries may still be imported where they are used, to keep --help and TAB fast)."""
+    hidden = []
+    for name, path in modules().items():
+        if path.relative_to(PACKAGE).as_posix().startswith(ENTRY_LAYER):
+            continue
+        nested = imports(path, top_level_only=False) - imports(path, top_level_only=True)
+        hidden += [f"{name} imports {module} inside a function" for module in nested if module.startswith("xllm_cli")]
+    assert hidden == []
+
+
 def test_the_probes_above_can_fail():
     """The checks are only worth something if they see a violation where there is one."""
     source = PACKAGE / "data" / "general.py"

@@ -171,7 +171,7 @@ def test_a_written_folder_that_does_not_load_back_is_exit_1_and_never_put_in_pla
     phi3 = create_tiny_model(tmp_path / "phi3", architecture="phi3")
     # Skip the step that writes Phi-3's split gate/up projections as the gate_up_proj transformers has: the folder is
     # then exactly what gptqmodel writes, which plain transformers loads with those weights missing.
-    monkeypatch.setattr("xllm_cli.gptq_support.fuse_split_pairs", lambda *args: None)
+    monkeypatch.setattr("xllm_cli.quantize.fuse_split_pairs", lambda *args: None)
     code, output = xllm(
         capsys, "quantize", "--model-name-or-path", str(phi3), "--quantized-model-path", "gptq",
         "--quantization-dataset-id", str(write_chat_calibration(tmp_path / "chat.jsonl")), *SMALL_GPTQ,

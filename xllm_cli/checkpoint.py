@@ -13,6 +13,7 @@ from typing import Any
 
 from xllm_cli.cleanup import sigterm_unwinds
 from xllm_cli.errors import ConfigError, XllmError
+from xllm_cli.sizes import parse_size
 
 # The resolved settings `xllm train` writes beside the model it trained (secrets masked); fuse reads them back.
 TRAINING_SETTINGS_FILE = "xllm_config.json"
@@ -20,26 +21,12 @@ TRAINING_SETTINGS_FILE = "xllm_config.json"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
-def merge_dtype(config: Any):
-    """The full-precision dtype a model is written in: fp32 with --force-fp32, fp16 with --force-fp16, else bf16."""
-    import torch
-
-    if config.force_fp32:
-        return torch.float32
-    return torch.float16 if config.force_fp16 else torch.bfloat16
-
-
 def parse_shard_size(text: str) -> int:
     """'10GB', '500MB', '100KB', '2GiB' or a byte count -> bytes; a bad value names --max-shard-size."""
-    from transformers.utils.hub import convert_file_size_to_int
-
     try:
-        size = convert_file_size_to_int(text.strip() if isinstance(text, str) else text)
-    except (ValueError, TypeError):
-        size = None
-    if not isinstance(size, int) or size <= 0:
-        raise ConfigError(f"--max-shard-size must be a size like 10GB, 500MB or 100KB, got {text!r}")
-    return size
+        return parse_size(text, unit_required=False)
+    except ValueError:
+        raise ConfigError(f"--max-shard-size must be a size like 10GB, 500MB or 100KB, got {text!r}") from None
 
 
 def base_weight_files(folder: Path) -> tuple[list[str], dict[str, str] | None]:
@@ -129,28 +116,6 @@ def copy_model_files(base_dir: Path, output: Path, dtype) -> None:
     for file in base_dir.iterdir():
         if file.name == "generation_config.json" or file.suffix == ".py":
             shutil.copy2(file, output / file.name)
-
-
-def save_tokenizer(config: Any, source: str | Path, output: Path, add_bos_token: bool = False) -> None:
-    """Save the tokenizer next to the weights (settings applied); ``add_bos_token`` is written into its config."""
-    from transformers import AutoTokenizer
-
-    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
-    if config.tokenizer_use_fast is not None:
-        kwargs["use_fast"] = config.tokenizer_use_fast
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except Exception as error:
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise XllmError(f"could not load the tokenizer from {source}: {first_line}") from None
-    if config.tokenizer_padding_side:
-        tokenizer.padding_side = config.tokenizer_padding_side
-    tokenizer.save_pretrained(output)
-    if add_bos_token:
-        config_file = output / "tokenizer_config.json"
-        settings = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        settings["add_bos_token"] = True
-        config_file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
 
 @contextmanager

@@ -1,5 +1,9 @@
 """What the library tells its user: progress lines, warnings and progress, from the main process only.
 
+Under several processes a message about the whole run comes from global rank 0 alone; a message only one process
+can give (it tokenized, it received a signal, it failed) comes from that process, prefixed ``[rank N]`` on any rank but
+0 (``rank_prefix``).
+
 The library writes through an ``Output``: plain lines on stderr by default (a script using the Python API, a CI log),
 or whatever the command line installs (``cli/console.py``: colours and live progress bars on a terminal). Nothing here
 imports a terminal library.
@@ -61,6 +65,11 @@ def is_local_main_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") in ("0", "")
 
 
+def rank_prefix() -> str:
+    """``[rank N] `` before a line from a process other than global rank 0 (whose lines stand for the whole run)."""
+    return "" if is_main_process() else f"[rank {os.environ.get('RANK', os.environ.get('LOCAL_RANK'))}] "
+
+
 def format_fields(fields: dict[str, Any]) -> str:
     return " ".join(
         f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}" for name, value in fields.items()
@@ -78,7 +87,7 @@ class PlainOutput:
 
     def line(self, kind: str, message: str) -> None:
         prefix = {"warn": "warning: ", "step": "==> "}.get(kind, "")
-        print(prefix + message, file=sys.stderr, flush=True)
+        print(rank_prefix() + prefix + message, file=sys.stderr, flush=True)
 
     @contextmanager
     def progress(self, description: str, total: float | None, unit: str) -> Iterator[Advance]:
@@ -133,8 +142,9 @@ def info(message: str, every_process: bool = False) -> None:
         _output[0].line("info", message)
 
 
-def warn(message: str) -> None:
-    if is_main_process():
+def warn(message: str, every_process: bool = False) -> None:
+    """A warning, from the main process only (or from any, for what only that process knows, e.g. a signal it got)."""
+    if every_process or is_main_process():
         _output[0].line("warn", message)
 
 
@@ -161,13 +171,3 @@ def progress(description: str, total: float | None = None, unit: str = "it") -> 
     output = _output[0] if not _state["quiet"] else PlainOutput()
     with output.progress(description, total, unit) as advance:
         yield advance
-
-
-def track(items: Any, description: str, total: float | None = None, unit: str = "it") -> Iterator[Any]:
-    """Iterate ``items`` with progress shown; ``total`` defaults to ``len(items)`` when it has one."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)
-    with progress(description, total=total, unit=unit) as advance:
-        for item in items:
-            yield item
-            advance()

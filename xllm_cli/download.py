@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from xllm_cli import console
-
-if TYPE_CHECKING:
-    from xllm_cli.data.prepare import PreparedData
+from xllm_cli.cleanup import sigterm_unwinds
+from xllm_cli.data.prepare import PreparedData, prepare_dataset
+from xllm_cli.models import check_local_paths, download_model
+from xllm_cli.settings.config import XllmConfig
 
 
 @dataclass
@@ -25,12 +25,8 @@ class DownloadResult:
     model_path: Path | None = None
 
 
-def download(config: Any) -> DownloadResult:
-    from xllm_cli.cleanup import sigterm_unwinds
-    from xllm_cli.data.prepare import prepare_dataset
-    from xllm_cli.model_download import check_model_paths, download_model
-
-    check_model_paths(config)  # before preparing data: a mistyped local path fails at once
+def download(config: XllmConfig) -> DownloadResult:
+    check_local_paths(config)  # before preparing data: a mistyped local path fails at once
     result = DownloadResult()
     if config.prepare_dataset:
         with sigterm_unwinds():  # SIGTERM, like Ctrl-C, removes the half-written files (prepare_dataset's finally)

@@ -22,14 +22,14 @@ from xllm_cli.checkpoint import (
     ShardWriter,
     base_weight_files,
     copy_model_files,
-    merge_dtype,
     parse_shard_size,
-    save_tokenizer,
     staged_folder,
 )
+from xllm_cli.console import progress
 from xllm_cli.errors import ConfigError, XllmError
-from xllm_cli.model_download import check_model_paths
-from xllm_cli.settings.names import flag
+from xllm_cli.hub import download_adapter, push_folder
+from xllm_cli.models import model_settings, open_model, resolve_model, save_tokenizer, storage_dtype
+from xllm_cli.settings.config import XllmConfig, check_fuse_rules
 
 DEFAULT_OUTPUT = "./fused_model"
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
@@ -150,8 +150,6 @@ def stream_merge(adapter: LoraAdapter, base_dir: Path, files: list[str], output:
     """Read the base shard by shard, add the deltas, write shards of ``max_shard_size``; one shard in memory."""
     from safetensors import safe_open
 
-    from xllm_cli.console import progress
-
     writer = ShardWriter(output, *writer_args)
     merged = 0
     with progress("fuse (streaming)", total=len(files), unit="shards") as advance:
@@ -170,13 +168,12 @@ def stream_merge(adapter: LoraAdapter, base_dir: Path, files: list[str], output:
     console.info(f"merged LoRA into {merged} weight matrices")
 
 
-def peft_merge(config: Any, adapter_dir: Path, base_dir: Path, output: Path, dtype, writer_args) -> None:
+def peft_merge(config: XllmConfig, adapter_dir: Path, base_dir: Path, output: Path, dtype, writer_args) -> None:
     """The whole model in memory: load base + adapter with peft, ``merge_and_unload``, save."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     console.step("loading the base model and the adapter with peft")
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, trust_remote_code=config.trust_remote_code)
+    model = open_model(base_dir, config, dtype)
     tokenizer_size = _adapter_tokenizer_size(adapter_dir)
     if tokenizer_size and tokenizer_size > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(tokenizer_size)  # training added tokens; the adapter's embeddings match
@@ -232,29 +229,21 @@ def explain_qlora(bits: str, dtype_name: str) -> None:
     )
 
 
-def resolve_adapter(config: Any) -> Path:
+def resolve_adapter(config: XllmConfig) -> Path:
     if config.lora_model_local_path:
         folder = Path(config.lora_model_local_path).expanduser()
         if not folder.is_dir():
             raise ConfigError(f"--lora-model-local-path: no such folder: {folder}")
         return folder
-    from xllm_cli.hub import download_adapter
 
     return download_adapter(config.lora_hub_model_id, config.secret("huggingface_hub_token"))
 
 
-def resolve_base(config: Any) -> Path:
-    from xllm_cli.model_download import download_repo, is_local
-
+def resolve_base(config: XllmConfig) -> Path:
+    """The base model's folder; a quantized base is refused (the merge needs its full-precision weights)."""
+    folder = resolve_model(config)
     name = config.model_name_or_path
-    if is_local(name):
-        folder = Path(name).expanduser()
-    else:
-        folder = download_repo(name, config.secret("huggingface_hub_token"), "model", config.trust_remote_code)
-    model_config = folder / "config.json"
-    if not model_config.is_file():
-        raise ConfigError(f"--model-name-or-path {name}: no config.json, not a model folder")
-    quantization = json.loads(model_config.read_text()).get("quantization_config")
+    quantization = model_settings(folder, name).get("quantization_config")
     if quantization:
         method = quantization.get("quant_method", "quantized")
         raise ConfigError(
@@ -264,12 +253,10 @@ def resolve_base(config: Any) -> Path:
     return folder
 
 
-def fuse(config: Any) -> Path:
+def fuse(config: XllmConfig) -> Path:
     """Merge the adapter into ``model_name_or_path``; write ``fused_model_local_path``; push when asked."""
-    if not (config.lora_hub_model_id or config.lora_model_local_path):
-        raise ConfigError(f"fuse needs an adapter: give {flag('lora_model_local_path')} or {flag('lora_hub_model_id')}")
-    check_model_paths(config)
-    dtype = merge_dtype(config)
+    check_fuse_rules(config)
+    dtype = storage_dtype(config)
     dtype_name = str(dtype).removeprefix("torch.")
     writer_args = (parse_shard_size(config.max_shard_size), config.save_safetensors)
     adapter_dir = resolve_adapter(config)
@@ -302,8 +289,6 @@ def fuse(config: Any) -> Path:
     if config.push_to_hub_bos_add_bos_token and not config.push_to_hub:
         console.info("--push-to-hub-bos-add-bos-token: the tokenizer config says add_bos_token true")
     if config.push_to_hub:
-        from xllm_cli.hub import push_folder
-
         push_folder(
             output,
             config.hub_model_id,

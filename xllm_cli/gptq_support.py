@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xllm_cli import errors
 from xllm_cli.errors import ConfigError, XllmError
+from xllm_cli.settings.config import XllmConfig
 
 # gptqmodel's split of a fused gate/up projection (its "defuser", first half gate, second half up, as the modeling
 # code's ``chunk(2)`` reads it), and the fused layer transformers has instead.
@@ -41,7 +43,7 @@ class GptqPlan:
     split_pairs: list[str] = field(default_factory=list)
 
 
-def plan(model_path: Path, config: Any) -> GptqPlan:
+def plan(model_path: Path, config: XllmConfig) -> GptqPlan:
     """Refuse (exit 2, one line, before any work) what transformers could not load back; otherwise the plan."""
     import torch
     from optimum.gptq.utils import get_block_name_with_pattern, get_layers
@@ -52,7 +54,7 @@ def plan(model_path: Path, config: Any) -> GptqPlan:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError, KeyError) as error:
-        first_line = (str(error).strip().splitlines() or [""])[0]
+        first_line = errors.first_line(error)
         raise ConfigError(
             f"--model-name-or-path {model_path}: transformers cannot build its model: {first_line}"
         ) from None
@@ -86,7 +88,7 @@ def plan(model_path: Path, config: Any) -> GptqPlan:
     return result
 
 
-def _gptqmodel_layers(model_config: Any, config: Any, skeleton: Any) -> list[tuple[str, str]]:
+def _gptqmodel_layers(model_config: XllmConfig, config: XllmConfig, skeleton: Any) -> list[tuple[str, str]]:
     """(full name, name within a block) of the layers gptqmodel quantizes, by its own definition of the architecture
     (none for a model type it has no definition of: it then finds layers itself, and the check after saving covers
     them)."""
@@ -227,7 +229,7 @@ def _fused_tensors(parent: str, parts: dict[str, Any], bits: int, torch: Any) ->
     return fused
 
 
-def load_back(folder: Path, model_type: str, config: Any, **kwargs: Any) -> Any:
+def load_back(folder: Path, model_type: str, config: XllmConfig, **kwargs: Any) -> Any:
     """The quantized folder loaded as users load it (plain ``from_pretrained``, its GPTQ config); a load that fails,
     or that leaves weights missing, unused or of the wrong shape, is an error naming the architecture."""
     from transformers import AutoModelForCausalLM
@@ -237,7 +239,7 @@ def load_back(folder: Path, model_type: str, config: Any, **kwargs: Any) -> Any:
             folder, trust_remote_code=config.trust_remote_code, output_loading_info=True, **kwargs
         )
     except Exception as error:
-        first_line = (str(error).strip().splitlines() or [""])[0]
+        first_line = errors.first_line(error)
         raise XllmError(
             f"quantize: {model_type}: transformers cannot load the quantized model: {type(error).__name__}: "
             f"{first_line}"

@@ -21,8 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from xllm_cli import console
+from xllm_cli import console, errors
+from xllm_cli.checkpoint import staged_folder
+from xllm_cli.console import progress
+from xllm_cli.data.base import read_prepared
+from xllm_cli.data.general import general_sample, looks_like_path, read_source
+from xllm_cli.data.prepare import prepare_dataset
 from xllm_cli.errors import ConfigError, DataError, XllmError
+from xllm_cli.gptq_support import check_group_size, fuse_split_pairs, load_back, plan
+from xllm_cli.hub import push_folder
+from xllm_cli.models import compute_dtype, load_tokenizer, model_settings, open_model, resolve_model
+from xllm_cli.registry import load
+from xllm_cli.settings.config import XllmConfig
 
 INSTALL_HINT = "pip install 'xllm-cli[gptq]'"
 BACKEND_MODULES = ("gptqmodel", "optimum")  # optimum: transformers needs it to load a GPTQ checkpoint
@@ -41,9 +51,8 @@ def require_backend() -> None:
             raise XllmError(f"xllm quantize needs the GPTQ backend ('{name}' is not installed): {INSTALL_HINT}")
 
 
-def calibration_samples(config: Any) -> Iterator[dict]:
+def calibration_samples(config: XllmConfig) -> Iterator[dict]:
     """Training samples ({"text_parts"} or {"messages"}) of the calibration source."""
-    from xllm_cli.data.general import general_sample, looks_like_path, read_source
 
     source = config.quantization_dataset_id
     if source:
@@ -53,13 +62,9 @@ def calibration_samples(config: Any) -> Iterator[dict]:
         for where, record in train:
             yield general_sample(where, record, config.dataset_text_field, config.dataset_parts_separator)
         return
-    from xllm_cli.data.base import read_prepared
-    from xllm_cli.registry import load
 
     path = Path(config.train_local_path_to_data)
     if not path.is_file() and config.prepare_dataset:
-        from xllm_cli.data.prepare import prepare_dataset
-
         console.info(f"calibration: {path} is missing, preparing dataset '{config.dataset_key}' first")
         prepare_dataset(config)
     dataset = load("datasets", config.dataset_key)(config)
@@ -68,7 +73,7 @@ def calibration_samples(config: Any) -> Iterator[dict]:
         yield dataset.get_sample(raw)
 
 
-def encode(sample: dict, tokenizer: Any, config: Any) -> list[int]:
+def encode(sample: dict, tokenizer: Any, config: XllmConfig) -> list[int]:
     """A training sample as the token ids the model sees: text parts joined, chat rendered by its template."""
     if "text_parts" in sample:
         text, special = config.collator_parts_separator.join(sample["text_parts"]), True
@@ -79,7 +84,7 @@ def encode(sample: dict, tokenizer: Any, config: Any) -> list[int]:
     return tokenizer(text, add_special_tokens=special, truncation=True, max_length=config.max_length)["input_ids"]
 
 
-def calibration_ids(config: Any, tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
+def calibration_ids(config: XllmConfig, tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
     """(calibration, held-out) token ids: up to ``quantization_max_samples`` plus a few held out for perplexity."""
     wanted = config.quantization_max_samples + HELD_OUT_MAX
     texts: list[list[int]] = []
@@ -121,12 +126,10 @@ def backend_output() -> Iterator[Path | None]:
 
 
 def run_gptq(
-    config: Any, model_path: Path, tokenizer: Any, samples: list[list[int]], output: Path, layers: int | None
+    config: XllmConfig, model_path: Path, tokenizer: Any, samples: list[list[int]], output: Path, layers: int | None
 ) -> None:
     """Quantize with gptqmodel, layer by layer (progress per layer), and save the packed checkpoint to ``output``."""
     import torch
-
-    from xllm_cli.console import progress
 
     # gptqmodel's CPU worker pool: its default is a single worker on a 2-core machine, which stalls quantization.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, min(12, ((os.cpu_count() or 2) + 1) // 2))))
@@ -186,25 +189,21 @@ def perplexity(model: Any, samples: list[list[int]]) -> tuple[float, int]:
     return math.exp(total_loss / tokens), tokens
 
 
-def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: list[list[int]], model_type: str) -> dict:
+def measure_quality(
+    config: XllmConfig, model_path: Path, quantized: Path, held_out: list[list[int]], model_type: str
+) -> dict:
     """Perplexity of the unquantized and the quantized model on the held-out samples, both loaded by plain
     transformers; the quantized one must load with exactly its weights (gptq_support.load_back)."""
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from xllm_cli.gptq_support import load_back
 
     console.step(f"loading the quantized model back and measuring perplexity on {len(held_out)} held-out samples")
     device_map = "auto" if torch.cuda.is_available() else None
-    dtype = torch.float32 if not torch.cuda.is_available() or config.force_fp32 else torch.float16
     results: dict[str, Any] = {}
     with backend_output():
         model = load_back(quantized, model_type, config, device_map=device_map)
         results["perplexity_quantized"], results["tokens"] = perplexity(model.eval(), held_out)
         del model
-        model = AutoModelForCausalLM.from_pretrained(
-            model_path, device_map=device_map, trust_remote_code=config.trust_remote_code, dtype=dtype
-        )
+        model = open_model(model_path, config, compute_dtype(config), device_map=device_map)
         results["perplexity_unquantized"], _ = perplexity(model.eval(), held_out)
         del model
     before, after = results["perplexity_unquantized"], results["perplexity_quantized"]
@@ -218,20 +217,13 @@ def measure_quality(config: Any, model_path: Path, quantized: Path, held_out: li
     return results
 
 
-def resolve_model(config: Any) -> tuple[Path, Any]:
+def resolve_model_and_plan(config: XllmConfig) -> tuple[Path, Any]:
     """The model's folder (downloaded when a hub id) and the GPTQ plan for it; refuses, before any work, a quantized
     model, an architecture transformers could not load back quantized, and a group size that does not fit."""
-    from xllm_cli.gptq_support import check_group_size, plan
-    from xllm_cli.model_download import check_model_paths, download_repo, is_local
 
-    check_model_paths(config)
+    folder = resolve_model(config)
     name = config.model_name_or_path
-    folder = Path(name).expanduser() if is_local(name) else download_repo(name, config.secret("huggingface_hub_token"))
-    model_config = folder / "config.json"
-    if not model_config.is_file():
-        raise ConfigError(f"--model-name-or-path {name}: no config.json, not a model folder")
-    settings = json.loads(model_config.read_text())
-    if settings.get("quantization_config"):
+    if model_settings(folder, name).get("quantization_config"):
         raise ConfigError(f"--model-name-or-path {name} is already quantized; give the full-precision (fused) model")
     with backend_output():  # importing gptqmodel prints its banner
         gptq_plan = plan(folder, config)
@@ -257,17 +249,13 @@ def check_quality(quality: dict, limit: float, model_type: str, staging: Path, o
     )
 
 
-def quantize(config: Any) -> Path:
+def quantize(config: XllmConfig) -> Path:
     """GPTQ-quantize ``model_name_or_path`` into ``quantized_model_path``; report perplexity; push when asked."""
     require_backend()
-    from transformers import AutoTokenizer
 
-    from xllm_cli.checkpoint import save_tokenizer, staged_folder
-    from xllm_cli.gptq_support import fuse_split_pairs
-
-    model_path, gptq_plan = resolve_model(config)
+    model_path, gptq_plan = resolve_model_and_plan(config)
     tokenizer_source = config.tokenizer_name_or_path or model_path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=config.trust_remote_code)
+    tokenizer = load_tokenizer(config, tokenizer_source, for_training=False)
     samples, held_out = calibration_ids(config, tokenizer)
     output = Path(config.quantized_model_path).expanduser()
     with staged_folder(output) as staging:
@@ -276,12 +264,12 @@ def quantize(config: Any) -> Path:
         except XllmError:
             raise
         except Exception as error:
-            first_line = (str(error).strip().splitlines() or [""])[0]
+            first_line = errors.first_line(error)
             raise XllmError(
                 f"GPTQ quantization of {gptq_plan.model_type} failed: {type(error).__name__}: {first_line}"
             ) from error
         fuse_split_pairs(staging, gptq_plan.split_pairs, config.gptq_bits)
-        save_tokenizer(config, tokenizer_source, staging)
+        tokenizer.save_pretrained(staging)
         quality = measure_quality(config, model_path, staging, held_out, gptq_plan.model_type)
         (staging / QUALITY_FILE).write_text(json.dumps(quality, indent=2) + "\n")
         check_quality(quality, config.quantization_max_perplexity_increase, gptq_plan.model_type, staging, output)
@@ -292,8 +280,6 @@ def quantize(config: Any) -> Path:
     )
     console.info(f"quantized model: {output}")
     if config.quantized_hub_model_id:
-        from xllm_cli.hub import push_folder
-
         push_folder(
             output,
             config.quantized_hub_model_id,

@@ -31,7 +31,7 @@ def normalize_argv(argv: list[str], bool_fields: Iterable[str] | None = None) ->
         nonlocal bool_flags
         if bool_flags is None:
             if bool_fields is None:
-                from xllm_cli.settings.sections import FIELDS
+                from xllm_cli.settings.index import FIELDS
 
                 names: Iterable[str] = [name for name, info in FIELDS.items() if info.annotation in (bool, bool | None)]
             else:

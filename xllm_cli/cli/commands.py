@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from xllm_cli.registry import GROUPS
-from xllm_cli.tiny import ARCHITECTURES  # a table of settings: nothing heavy is imported with it
+from xllm_cli.tiny_configs import ARCHITECTURES
 
 KINDS = tuple(GROUPS)
 
@@ -59,8 +59,6 @@ def _print_settings(kind: str, key: str) -> None:
 
 
 def _architectures() -> list[str]:
-    from xllm_cli.tiny import ARCHITECTURES
-
     return list(ARCHITECTURES)
 
 
@@ -85,7 +83,7 @@ def tiny(
     ] = None,
 ) -> None:
     """Create a tiny model (random weights, a tokenizer built locally) loadable like any checkpoint. No network."""
-    from xllm_cli.model_download import looks_local
+    from xllm_cli.models import looks_local
     from xllm_cli.tiny import create_tiny_model
 
     create_tiny_model(

@@ -77,7 +77,7 @@ class TerminalOutput(library.PlainOutput):
         from rich.markup import escape
 
         style = {"warn": "[yellow]warning:[/yellow] ", "step": "[bold cyan]==>[/bold cyan] "}.get(kind, "")
-        self.rich_console().print(style + escape(message))
+        self.rich_console().print(escape(library.rank_prefix()) + style + escape(message))
 
     @contextmanager
     def progress(self, description: str, total: float | None, unit: str) -> Iterator[library.Advance]:
@@ -148,22 +148,43 @@ def configure(verbose: bool = False, quiet: bool = False) -> None:
 
 
 def error(message: str, hint: str | None = None) -> None:
-    """The one red line of a failure (plus a hint line when one helps), from every rank: a failure on any process
-    is news."""
+    """The one red line of a failure (plus a hint line when one helps), ``[rank N]`` first on a rank other than 0."""
+    rank = library.rank_prefix()
     if sys.stderr.isatty():
         from rich.markup import escape
 
-        _terminal.rich_console().print(f"[bold red]error:[/bold red] {escape(message)}")
+        _terminal.rich_console().print(f"{escape(rank)}[bold red]error:[/bold red] {escape(message)}")
         if hint:
-            _terminal.rich_console().print(f"[dim]hint: {escape(hint)}[/dim]")
+            _terminal.rich_console().print(f"[dim]{escape(rank)}hint: {escape(hint)}[/dim]")
     else:
-        print(f"error: {message}", file=sys.stderr)
+        print(f"{rank}error: {message}", file=sys.stderr)
         if hint:
-            print(f"hint: {hint}", file=sys.stderr)
+            print(f"{rank}hint: {hint}", file=sys.stderr)
+
+
+def printed_here(failure: Failure) -> bool:
+    """Whether this process prints ``failure``: once for the processes that meet it alike.
+
+    Global rank 0 prints whatever it meets. A failure every process meets ("run": the command line, the settings, a
+    stop the processes agreed on) is left to it; one that comes from files ("node") is printed by each node's first
+    process, since other nodes may have other disks, except before the processes connect, when a config error comes
+    from the settings alone; any other failure is printed by each process that meets it.
+    """
+    from xllm_cli.training.distributed import processes_connected
+
+    if library.is_main_process():
+        return True
+    if failure.shared_by == "run":
+        return False
+    if failure.shared_by == "node":
+        return library.is_local_main_process() and processes_connected()
+    return True
 
 
 def report(failure: Failure, error_raised: BaseException) -> int:
-    """Print ``failure`` (the traceback first under --verbose) and return its exit code."""
+    """Print ``failure`` (the traceback first under --verbose) where it is news, and return its exit code."""
+    if not printed_here(failure):
+        return failure.exit_code
     if failure.traceback and library.verbose():
         import traceback
 

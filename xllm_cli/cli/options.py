@@ -67,6 +67,17 @@ RUN_OPTIONS: dict[str, Any] = {
 }
 
 
+# Only for the steps that train: the estimate of the run these settings describe.
+ESTIMATE_OPTION = Annotated[
+    bool,
+    typer.Option(
+        "--estimate",
+        help="Print the memory per device and a rough step time for these settings, then exit (no weights loaded).",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+
+
 def _plain_type(annotation: Any) -> tuple[Any, list[str] | None]:
     """(click-friendly python type, choices) for a field annotation."""
     args = [a for a in get_args(annotation) if a is not type(None)]
@@ -155,12 +166,16 @@ def _plain_record(param: Any, record: tuple[str, str]) -> tuple[str, str]:
 
 
 def build_command(
-    name: str, help: str, fields: list[tuple[str, Any, str]], callback: Callable[..., Any]
+    name: str,
+    help: str,
+    fields: list[tuple[str, Any, str]],
+    callback: Callable[..., Any],
+    run_options: dict[str, Any] | None = None,
 ) -> typer.core.TyperCommand:
-    """The command of step ``name``: the run options, then one option per (setting, pydantic field, help panel),
-    calling ``callback(ctx, **values)``."""
+    """The command of step ``name``: the run options (``RUN_OPTIONS`` and the step's own ``run_options``), then one
+    option per (setting, pydantic field, help panel), calling ``callback(ctx, **values)``."""
     parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-    for option, annotation in RUN_OPTIONS.items():
+    for option, annotation in {**RUN_OPTIONS, **(run_options or {})}.items():
         default = None if option == "config_file" else False
         parameters.append(
             inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)

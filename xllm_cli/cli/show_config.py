@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from xllm_cli.settings.sections import section_of, section_title
+from xllm_cli.settings.index import section_of, section_title
 from xllm_cli.settings.sources import ResolvedConfig
 
 

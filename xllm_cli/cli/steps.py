@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xllm_cli.registry import GROUPS
+
 
 @dataclass(frozen=True)
 class Step:
@@ -23,9 +25,10 @@ class Step:
     target: str  # "module:function", the library function that takes the resolved config
     plugin_kinds: tuple[str, ...]
     main_options: tuple[str, ...]  # shown first in --help: what a user sets on every run
+    estimate: str | None = None  # "module:function" printing the memory estimate of the run (--estimate), if any
 
-    def library_function(self) -> Callable[[Any], Any]:
-        module, _, function = self.target.partition(":")
+    def library_function(self, target: str | None = None) -> Callable[[Any], Any]:
+        module, _, function = (target or self.target).partition(":")
         return getattr(importlib.import_module(module), function)
 
 
@@ -44,11 +47,14 @@ STEPS: dict[str, Step] = {
             "train",
             "Fine-tune the model on the prepared data (run `xllm download` first with the same settings, or give "
             "--dataset-source: a missing prepared file is then prepared first).\n\n"
+            "Will it fit? `xllm train --estimate ...` prints the memory per device and a rough step time, loading no "
+            "weights.\n\n"
             "Multi-GPU: `deepspeed --num_gpus N $(which xllm) train ...` or "
             "`torchrun --nproc_per_node N $(which xllm) train ...`.",
             "xllm_cli.training.run:train",
-            ("datasets", "collators", "trainers", "experiments"),
+            tuple(GROUPS),  # every kind of plugin takes part in training
             ("model_name_or_path", "dataset_key", "train_local_path_to_data", "apply_lora", "output_dir"),
+            estimate="xllm_cli.training.preflight:print_estimate",
         ),
         Step(
             "fuse",
@@ -76,13 +82,14 @@ def _run(ctx: Any, step: Step, base_cls: type | None, values: dict[str, Any]) ->
     """The body of every step command: resolve the settings from every source, then run (or show them)."""
     from xllm_cli.cli import console
     from xllm_cli.settings.config import XllmConfig
-    from xllm_cli.settings.sections import step_fields
+    from xllm_cli.settings.index import step_fields
     from xllm_cli.settings.sources import resolve_config
 
     console.configure(verbose=values.pop("verbose"), quiet=values.pop("quiet"))
     values = {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
     config_file = values.pop("config_file")
     show_config = values.pop("show_config")
+    estimate_only = values.pop("estimate", False)
     config_cls = base_cls or XllmConfig
     resolved = resolve_config(values, config_file=config_file, config_cls=config_cls, plugin_kinds=step.plugin_kinds)
     if show_config:
@@ -90,6 +97,8 @@ def _run(ctx: Any, step: Step, base_cls: type | None, values: dict[str, Any]) ->
 
         print_config(resolved, step_fields(step.name, type(resolved.config)))
         return None
+    if estimate_only:
+        return step.library_function(step.estimate)(resolved.config)
     runner: Runner = ctx.obj if callable(ctx.obj) else step.library_function()
     return runner(resolved.config)
 
@@ -99,9 +108,9 @@ def _command(step: Step, base_cls: type | None, plugins: tuple) -> Any:
     selected ``plugins``, built once per combination."""
     key = (step.name, base_cls, plugins)
     if key not in _commands:
-        from xllm_cli.cli.options import MAIN_PANEL, build_command
+        from xllm_cli.cli.options import ESTIMATE_OPTION, MAIN_PANEL, build_command
+        from xllm_cli.settings.index import CUSTOM_SECTION, FIELDS, STEP_SECTIONS, section_title
         from xllm_cli.settings.plugins import plugin_fields
-        from xllm_cli.settings.sections import CUSTOM_SECTION, FIELDS, STEP_SECTIONS, section_title
 
         fields = [
             (name, info, MAIN_PANEL if name in step.main_options else section.title)
@@ -116,7 +125,11 @@ def _command(step: Step, base_cls: type | None, plugins: tuple) -> Any:
             for name, info in plugin_fields(plugins, taken)
         ]
         _commands[key] = build_command(
-            step.name, step.help, fields, lambda ctx, **values: _run(ctx, step, base_cls, values)
+            step.name,
+            step.help,
+            fields,
+            lambda ctx, **values: _run(ctx, step, base_cls, values),
+            run_options={"estimate": ESTIMATE_OPTION} if step.estimate else None,
         )
     return _commands[key]
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from xllm_cli import console
+from xllm_cli.settings.config import XllmConfig
 
 IGNORE_INDEX = -100
 Encoded = dict[str, list[int]]
@@ -30,7 +31,7 @@ class Collator:
 
     settings_model: ClassVar[Any] = None
 
-    def __init__(self, tokenizer: Any, config: Any):
+    def __init__(self, tokenizer: Any, config: XllmConfig):
         self.tokenizer = tokenizer
         self.config = config
         self.max_length: int = config.max_length

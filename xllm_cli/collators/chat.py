@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from xllm_cli.errors import DataError
+from xllm_cli.errors import DataError, first_line
 
 Messages = list[dict[str, Any]]
 Chat = dict[str, Any]  # {"messages": [...], "tools": [...] (optional)}
@@ -78,7 +78,7 @@ def _apply(tokenizer: Any, conversations: Any, **kwargs: Any) -> Any:
                 failing = conversation
                 break
         roles = ", ".join(str(message.get("role")) for message in failing)
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise DataError(
             f"the chat template cannot render a conversation with the roles [{roles}]: {message}", hint=TEMPLATE_HINT
         ) from None
@@ -170,5 +170,5 @@ def _probe(tokenizer: Any, feature: str) -> str | None:
         first = _probe_render(tokenizer, feature, "xllm-probe-one")
         second = _probe_render(tokenizer, feature, "xllm-probe-two")
     except Exception as error:
-        return f"it fails on them ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        return f"it fails on them ({first_line(error)})"
     return None if first != second else "its output is the same with and without them"

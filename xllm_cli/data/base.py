@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from xllm_cli.errors import DataError
+from xllm_cli.settings.config import XllmConfig
 
 RawSample = dict[str, Any]
 TrainingSample = dict[str, Any]
@@ -32,11 +33,11 @@ class Dataset:
 
     settings_model: ClassVar[Any] = None
 
-    def __init__(self, config: Any):
+    def __init__(self, config: XllmConfig):
         self.config = config
 
     @classmethod
-    def get_data(cls, config: Any) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
+    def get_data(cls, config: XllmConfig) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
         raise NotImplementedError
 
     def get_sample(self, raw: RawSample) -> TrainingSample:

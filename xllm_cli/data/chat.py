@@ -9,15 +9,15 @@ hours later in training.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from xllm_cli.data.base import RawSample
 from xllm_cli.data.general import PreparedSampleDataset, read_sources
+from xllm_cli.settings.config import XllmConfig
 
 
 class ChatDataset(PreparedSampleDataset):
     """Conversations for models with a chat template (``--chat-template`` gives one to a model without)."""
 
     @classmethod
-    def get_data(cls, config: Any) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
+    def get_data(cls, config: XllmConfig) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
         return read_sources(config, "chat")

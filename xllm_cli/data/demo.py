@@ -3,9 +3,8 @@ need no network. Small on purpose: it exists to show that the pipeline runs and 
 
 from __future__ import annotations
 
-from typing import Any
-
 from xllm_cli.data.general import PreparedSampleDataset
+from xllm_cli.settings.config import XllmConfig
 
 _FACTS = [
     ("What colour is the sky on a clear day?", "The sky is blue on a clear day."),
@@ -54,7 +53,7 @@ class DemoDataset(PreparedSampleDataset):
     EVAL_SIZE = 8
 
     @classmethod
-    def get_data(cls, config: Any) -> tuple[list[dict], list[dict] | None]:
+    def get_data(cls, config: XllmConfig) -> tuple[list[dict], list[dict] | None]:
         records = demo_records()
         if config.eval_local_path_to_data:
             return records[: -cls.EVAL_SIZE], records[-cls.EVAL_SIZE :]

@@ -25,6 +25,7 @@ from xllm_cli import console
 from xllm_cli.data.base import RawSample, check_training_sample
 from xllm_cli.data.messages import normalise_messages, normalise_tools
 from xllm_cli.errors import ConfigError, DataError, closest
+from xllm_cli.settings.config import XllmConfig
 
 FORMATS = ("text", "parts", "messages", "alpaca", "sharegpt", "prompt_completion")
 # The columns each format reads, by role (a role is also the default column name): (required, optional).
@@ -133,7 +134,7 @@ class RecordConverter:
         self.detected_at = ""
 
     @classmethod
-    def from_config(cls, source: str, config: Any, target: str) -> RecordConverter:
+    def from_config(cls, source: str, config: XllmConfig, target: str) -> RecordConverter:
         columns = column_map(config.dataset_columns, config.dataset_text_field)
         return cls(source, columns, config.dataset_format, config.dataset_parts_separator, target)
 

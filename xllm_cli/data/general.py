@@ -33,6 +33,7 @@ from xllm_cli.data.formats import RecordConverter, column_map
 from xllm_cli.data.formats import general_sample as general_sample  # quantize's calibration reads records with it
 from xllm_cli.errors import ConfigError, DataError
 from xllm_cli.registry import KEY_FIELDS
+from xllm_cli.settings.config import XllmConfig
 
 FILE_TYPES = (".jsonl", ".json", ".txt", ".csv", ".parquet")
 EVAL_SPLITS = ("test", "validation", "valid", "eval")
@@ -122,7 +123,7 @@ def _split_file(folder: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
-def _hub_records(dataset_id: str, config: Any) -> Splits:
+def _hub_records(dataset_id: str, config: XllmConfig) -> Splits:
     import datasets
 
     try:
@@ -144,7 +145,7 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FILE_TYPES
 
 
-def read_source(source: str | None, config: Any, text_field: str = "text") -> Splits:
+def read_source(source: str | None, config: XllmConfig, text_field: str = "text") -> Splits:
     """Train and eval records of a local file, a local folder of split files, or a hub dataset id."""
     if not source:
         key = getattr(config, KEY_FIELDS["datasets"])
@@ -161,19 +162,6 @@ def read_source(source: str | None, config: Any, text_field: str = "text") -> Sp
     if looks_like_path(source):
         raise ConfigError(f"--dataset-source: no such file or folder: {source}")
     return _hub_records(source, config)
-
-
-def map_splits(
-    splits: Splits, to_sample: Callable[[str, dict[str, Any]], RawSample]
-) -> tuple[Iterator, Iterator | None]:
-    """Turn located records of both splits into raw samples, lazily (nothing is held in memory)."""
-
-    def convert(records: Iterable[Located]) -> Iterator[RawSample]:
-        for where, record in records:
-            yield to_sample(where, record)
-
-    train, eval_records = splits
-    return convert(train), convert(eval_records) if eval_records is not None else None
 
 
 class PreparedSampleDataset(Dataset):
@@ -213,7 +201,7 @@ def _weighted(first_pass: Iterable[Located], again: Callable[[], Iterable[Locate
                 yield located
 
 
-def read_sources(config: Any, target: str) -> tuple[Iterator[RawSample], Iterator[RawSample] | None]:
+def read_sources(config: XllmConfig, target: str) -> tuple[Iterator[RawSample], Iterator[RawSample] | None]:
     """Training samples of every ``--dataset-source`` entry, each source in its own format (``data.formats``).
 
     Train records of a source with weight w come w times (see ``_weighted``; the draws are fixed by the seed); eval
@@ -242,5 +230,5 @@ class GeneralDataset(PreparedSampleDataset):
     (``xllm_cli.data.formats``), from one or several sources."""
 
     @classmethod
-    def get_data(cls, config: Any) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
+    def get_data(cls, config: XllmConfig) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
         return read_sources(config, "general")

@@ -27,6 +27,8 @@ from xllm_cli import console
 from xllm_cli.console import Advance, progress
 from xllm_cli.data.base import check_training_sample
 from xllm_cli.errors import ConfigError, DataError
+from xllm_cli.registry import load
+from xllm_cli.settings.config import XllmConfig
 
 # The largest chunk of the train file held in memory while shuffling.
 BUCKET_BYTES = 32 * 2**20
@@ -143,9 +145,8 @@ def _count(samples: Any) -> str:
     return f"{len(samples):,} " if hasattr(samples, "__len__") else ""
 
 
-def prepare_dataset(config: Any, dataset_cls: Any = None) -> PreparedData:
+def prepare_dataset(config: XllmConfig, dataset_cls: Any = None) -> PreparedData:
     """Write the train (and eval) JSON lines of the dataset ``config.dataset_key`` selects (or ``dataset_cls``)."""
-    from xllm_cli.registry import load
 
     dataset_cls = dataset_cls or load("datasets", config.dataset_key)
     train_path = Path(config.train_local_path_to_data)

@@ -15,6 +15,7 @@ from typing import Any
 from xllm_cli.data.base import Dataset, RawSample, TrainingSample
 from xllm_cli.data.general import Located, read_source
 from xllm_cli.errors import DataError
+from xllm_cli.settings.config import XllmConfig
 
 HUB_ID = "allenai/soda"
 HEADER_KEY = "header"
@@ -54,13 +55,13 @@ def _deduplicated(records: Iterable[Located], seen: set) -> Iterator[RawSample]:
 class SodaDataset(Dataset):
     """SODA from ``--dataset-source`` (a local file or folder in SODA's column schema, or a hub id) or the Hub."""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: XllmConfig):
         super().__init__(config)
         # Seeded, so the same seed drops the same headers in the same order.
         self.rng = random.Random(config.seed)
 
     @classmethod
-    def get_data(cls, config: Any) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
+    def get_data(cls, config: XllmConfig) -> tuple[Iterable[RawSample], Iterable[RawSample] | None]:
         train, eval_records = read_source(config.dataset_source or HUB_ID, config)
         seen: set = set()  # shared: a dialogue in train is not repeated in eval
         return _deduplicated(train, seen), _deduplicated(eval_records, seen) if eval_records is not None else None

@@ -17,15 +17,16 @@ from xllm_cli import console
 from xllm_cli.data.base import check_training_sample, iter_jsonl
 from xllm_cli.data.formats import column_map, formats_of
 from xllm_cli.data.general import PreparedSampleDataset
+from xllm_cli.data.prepare import prepare_dataset
 from xllm_cli.errors import DataError
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.training.distributed import main_process_first
 
 
-def prepare_if_missing(config: Any) -> None:
+def prepare_if_missing(config: XllmConfig) -> None:
     path = Path(config.train_local_path_to_data)
     if path.is_file() or not config.dataset_source or not config.prepare_dataset:
         return
-    from xllm_cli.data.prepare import prepare_dataset
-    from xllm_cli.training.distributed import main_process_first
 
     with main_process_first(local=True, description="preparing the dataset"):
         if not path.is_file():
@@ -36,7 +37,7 @@ def prepare_if_missing(config: Any) -> None:
             prepare_dataset(config)
 
 
-def check_prepared(path: Path, dataset: Any, config: Any) -> None:
+def check_prepared(path: Path, dataset: Any, config: XllmConfig) -> None:
     """Refuse, in one line, a raw source given where the built-in datasets expect their prepared file."""
     if not isinstance(dataset, PreparedSampleDataset) or not path.is_file():
         return

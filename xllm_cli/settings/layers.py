@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xllm_cli.errors import ConfigError
+from xllm_cli import console
+from xllm_cli.errors import ConfigError, did_you_mean, first_line
+from xllm_cli.settings.index import SECTION_TITLES
 from xllm_cli.settings.names import CONVENTIONAL_ENV, ENV_PREFIX
-from xllm_cli.settings.sections import SECTION_TITLES, RunSettings
+from xllm_cli.settings.sections import RunSettings
 
 # Keys a config file may group settings under: the section keys, and the group names of earlier versions.
 CONFIG_FILE_GROUPS = (*SECTION_TITLES, "general", "dataset", "bitsandbytes", "gptq_quantization", "wandb")
@@ -87,7 +89,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # yaml.YAMLError, tomllib.TOMLDecodeError
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        reason = getattr(error, "problem", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = getattr(error, "problem", None) or first_line(error)
         raise ConfigError(f"{where}: invalid {kind}: {reason}") from None
     if data is None:
         return {}
@@ -140,3 +142,26 @@ def merged(layers: Mapping[str, Layer]) -> tuple[dict[str, Any], dict[str, str]]
             values[key] = value
             sources[key] = origin
     return values, sources
+
+
+def reject_unknown(layers: Mapping[str, Layer], fields: Iterable[str]) -> None:
+    """One line for the first setting that matches no field, naming its source, line and the closest name."""
+    fields = list(fields)
+    for origin, layer in layers.items():
+        for key in layer.values:
+            if key in fields:
+                continue
+            if origin == "config file":
+                line = line_of(layer.path, rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[:=]")
+                where = f"{layer.path}:{line}" if line else str(layer.path)
+                raise ConfigError(f"{where}: unknown setting '{key}'{did_you_mean(key, fields)}")
+            if origin == "flag":
+                raise ConfigError(f"unknown setting '{key}'{did_you_mean(key, fields)}")
+            env_key = ENV_PREFIX + key.upper()
+            known = [ENV_PREFIX + name.upper() for name in fields]
+            message = f"unknown setting {env_key}{did_you_mean(env_key, known)}"
+            if origin == ".env":
+                line = line_of(layer.path, rf"^\s*(export\s+)?{re.escape(env_key)}\s*=", flags=re.IGNORECASE)
+                raise ConfigError(f"{layer.path}:{line}: {message}" if line else f"{layer.path}: {message}")
+            # The process environment is shared with other tools: warn, don't stop.
+            console.warn(f"environment: {message}")

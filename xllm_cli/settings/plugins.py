@@ -12,7 +12,7 @@ from pydantic import create_model
 
 from xllm_cli.errors import ConfigError
 from xllm_cli.registry import KEY_FIELDS, plugin_settings
-from xllm_cli.settings.sections import FIELDS, PLUGIN_SECTION
+from xllm_cli.settings.index import FIELDS, PLUGIN_SECTION
 
 # (kind, key, settings model) of a selected plugin that declares settings.
 PluginSettings = tuple[str, str, type]

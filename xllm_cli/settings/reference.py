@@ -7,8 +7,9 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import SecretStr
 
 from xllm_cli.settings.config import XllmConfig
+from xllm_cli.settings.index import STEP_SECTIONS
 from xllm_cli.settings.names import env_names, flag
-from xllm_cli.settings.sections import SECTIONS, STEP_SECTIONS
+from xllm_cli.settings.sections import SECTIONS
 
 
 def type_name(annotation: Any) -> str:

@@ -6,8 +6,7 @@ A section is a small pydantic model of the fields one concern reads (``LoraSetti
 ``lora: LoraSettings`` accepts the whole config. Rules between fields of one section live on that section; rules
 across sections on ``XllmConfig``.
 
-This module also says which sections each step reads (``STEP_SECTIONS``). Kept to pydantic alone: ``--help`` and
-completion read it.
+Which step reads which section is in ``index.py``. Kept to pydantic alone: ``--help`` and completion read it.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from xllm_cli.collators.templates import TEMPLATES
 from xllm_cli.settings.names import flag
+from xllm_cli.sizes import parse_size
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -55,10 +55,6 @@ class RunSettings(Section):
     cache_dir: str | None = setting(
         None, "Where xllm caches tokenized data (never beside your data); unset: $XDG_CACHE_HOME/xllm or ~/.cache/xllm."
     )
-
-    @property
-    def hub_token(self) -> str | None:
-        return self.secret("huggingface_hub_token")
 
 
 class ModelSettings(Section):
@@ -284,12 +280,42 @@ class TrainingSettings(Section):
     trainer_key: str = setting("lm", "Trainer class (registry key) that computes the loss.")
 
 
+class EstimateSettings(Section):
+    """The devices a run is planned for: what ``xllm train --estimate`` and the start-up estimate compare with."""
+
+    key: ClassVar[str] = "estimate"
+    title: ClassVar[str] = "Estimate"
+
+    device_memory: str | None = setting(
+        None, "Memory of one device for the estimate's verdict, e.g. 24GB or 80GiB; unset: the GPU's."
+    )
+    num_devices: int | None = setting(
+        None, "Devices of the run, for the estimate; unset: WORLD_SIZE, else the visible GPUs, else 1.", gt=0
+    )
+    device_tflops: float | None = setting(
+        None, "Peak dense bf16 TFLOPs of one device, for the estimated step time; unset: by GPU name.", gt=0
+    )
+
+    @field_validator("device_memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+
 class SavingSettings(Section):
     key: ClassVar[str] = "saving"
     title: ClassVar[str] = "Saving"
 
     save_safetensors: bool = setting(True, "Save weights as safetensors (otherwise PyTorch .bin).")
     max_shard_size: str = setting("10GB", "Largest weight shard written when saving, e.g. 5GB or 500MB.")
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, value: str) -> str:
+        parse_size(value, unit_required=False)
+        return value
 
 
 class DistributedSettings(Section):
@@ -311,6 +337,11 @@ class DistributedSettings(Section):
     cpu_threads: int | None = setting(
         None,
         "CPU threads per process; unset: without CUDA, cores / processes on this node (OMP_NUM_THREADS if you set it).",
+        gt=0,
+    )
+    ddp_timeout: int = setting(
+        1800,
+        "Seconds a process waits for the others (joining the run, each collective) before failing with an error.",
         gt=0,
     )
 
@@ -381,7 +412,10 @@ class GptqSettings(Section):
     quantized_model_path: str = setting("./quantized_model/", "Where the GPTQ model is written.")
     gptq_bits: int = setting(4, "Bits per weight: 2, 3, 4 or 8.")
     gptq_group_size: int = setting(128, "Columns sharing one scale; -1 is one group per row.")
-    gptq_disable_exllama: bool = setting(True, "Do not use the exllama kernels when loading.")
+    gptq_disable_exllama: bool = setting(
+        True,
+        "Kept for configs of xllm 0.1.8, no effect: gptqmodel picks the kernels (a trainable one for --from-gptq).",
+    )
     quantization_dataset_id: str | None = setting(
         None, "Calibration data: hub dataset id or local file; unset uses the train data."
     )
@@ -425,6 +459,7 @@ SECTIONS: tuple[type[Section], ...] = (
     LoraSettings,
     QuantizationSettings,
     TrainingSettings,
+    EstimateSettings,
     SavingSettings,
     DistributedSettings,
     HubSettings,
@@ -433,82 +468,3 @@ SECTIONS: tuple[type[Section], ...] = (
     GptqSettings,
     TrackingSettings,
 )
-
-# The sections each step reads: its --help, completion and --show-config show these (and the settings of the plugins
-# it loads); a flag of another step's section is refused naming that step.
-STEP_SECTIONS: dict[str, tuple[type[Section], ...]] = {
-    "download": (RunSettings, ModelSettings, TokenizerSettings, DataSettings),
-    "train": (
-        RunSettings,
-        ModelSettings,
-        TokenizerSettings,
-        PrecisionSettings,
-        LoadingSettings,
-        DataSettings,
-        CollatorSettings,
-        LoraSettings,
-        QuantizationSettings,
-        TrainingSettings,
-        SavingSettings,
-        DistributedSettings,
-        HubSettings,
-        FuseSettings,
-        TrackingSettings,
-    ),
-    "fuse": (
-        RunSettings,
-        ModelSettings,
-        TokenizerSettings,
-        PrecisionSettings,
-        AdapterSettings,
-        FuseSettings,
-        SavingSettings,
-        HubSettings,
-    ),
-    "quantize": (
-        RunSettings,
-        ModelSettings,
-        TokenizerSettings,
-        PrecisionSettings,
-        LoadingSettings,
-        DataSettings,
-        CollatorSettings,
-        GptqSettings,
-    ),
-}
-# Field name -> the key of its section, and its pydantic field, for the built-in fields.
-FIELD_SECTIONS: dict[str, str] = {name: section.key for section in SECTIONS for name in section.model_fields}
-FIELDS: dict[str, Any] = {name: info for section in SECTIONS for name, info in section.model_fields.items()}
-SECTION_TITLES: dict[str, str] = {section.key: section.title for section in SECTIONS}
-PLUGIN_SECTION = "plugin:"  # plugin settings are in section "plugin:<key>"
-CUSTOM_SECTION = "custom"  # fields a subclass of XllmConfig adds in a user's script
-
-
-def section_of(config_cls: type[BaseModel], name: str) -> str:
-    """The section key of a field: a built-in section, ``plugin:<key>``, or ``custom`` for a subclass's own field."""
-    if name in FIELD_SECTIONS:
-        return FIELD_SECTIONS[name]
-    extra = config_cls.model_fields[name].json_schema_extra
-    section = extra.get("section") if isinstance(extra, dict) else None
-    return str(section) if section else CUSTOM_SECTION
-
-
-def section_title(key: str) -> str:
-    if key.startswith(PLUGIN_SECTION):
-        return f"Plugin {key.removeprefix(PLUGIN_SECTION)}"
-    if key == CUSTOM_SECTION:
-        return "Your settings"
-    return SECTION_TITLES[key]
-
-
-def step_fields(step: str, config_cls: type[BaseModel] | None = None) -> list[str]:
-    """The fields ``step`` reads: its sections' fields, then the plugin and custom fields of ``config_cls``."""
-    names = [name for section in STEP_SECTIONS[step] for name in section.model_fields]
-    extra = config_cls.model_fields if config_cls is not None else {}
-    return names + [name for name in extra if name not in FIELD_SECTIONS]
-
-
-def steps_reading(name: str) -> list[str]:
-    """The steps whose sections include field ``name``."""
-    section = FIELD_SECTIONS.get(name)
-    return [step for step, sections in STEP_SECTIONS.items() if any(s.key == section for s in sections)]

@@ -7,75 +7,20 @@ each value came from (``--show-config``), and so a typo is caught with the close
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from xllm_cli import console
-from xllm_cli.errors import ConfigError, did_you_mean
+from xllm_cli.errors import ConfigError
 from xllm_cli.settings.config import XllmConfig
-from xllm_cli.settings.layers import Layer, line_of, merged, read_dotenv, read_layers, read_variables
-from xllm_cli.settings.names import ENV_PREFIX, env_names, flag
+from xllm_cli.settings.layers import merged, read_layers, reject_unknown
+from xllm_cli.settings.names import env_names, flag
 from xllm_cli.settings.plugins import with_plugin_settings
 
 C = TypeVar("C", bound=BaseModel)
-
-
-def reject_unknown(layers: Mapping[str, Layer], fields: Iterable[str]) -> None:
-    """One line for the first setting that matches no field, naming its source, line and the closest name."""
-    fields = list(fields)
-    for origin, layer in layers.items():
-        for key in layer.values:
-            if key in fields:
-                continue
-            if origin == "config file":
-                line = line_of(layer.path, rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[:=]")
-                where = f"{layer.path}:{line}" if line else str(layer.path)
-                raise ConfigError(f"{where}: unknown setting '{key}'{did_you_mean(key, fields)}")
-            if origin == "flag":
-                raise ConfigError(f"unknown setting '{key}'{did_you_mean(key, fields)}")
-            env_key = ENV_PREFIX + key.upper()
-            known = [ENV_PREFIX + name.upper() for name in fields]
-            message = f"unknown setting {env_key}{did_you_mean(env_key, known)}"
-            if origin == ".env":
-                line = line_of(layer.path, rf"^\s*(export\s+)?{re.escape(env_key)}\s*=", flags=re.IGNORECASE)
-                raise ConfigError(f"{layer.path}:{line}: {message}" if line else f"{layer.path}: {message}")
-            # The process environment is shared with other tools: warn, don't stop.
-            console.warn(f"environment: {message}")
-
-
-class _LayerSource(PydanticBaseSettingsSource):
-    """Adapts one of the readers above to pydantic-settings, for ``XllmConfig()`` built directly in Python."""
-
-    def __init__(self, settings_cls: type[BaseSettings], read: Callable[[], dict[str, Any]]):
-        super().__init__(settings_cls)
-        self._read = read
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return self._read()
-
-
-def environment_sources(settings_cls: type[BaseSettings], init_kwargs: Mapping[str, Any]) -> tuple:
-    fields = settings_cls.model_fields
-
-    def env() -> dict[str, Any]:
-        return {k: v for k, v in read_variables(os.environ).items() if k in fields}
-
-    def dotenv() -> dict[str, Any]:
-        path = Path(init_kwargs.get("path_to_env_file") or env().get("path_to_env_file") or ".env")
-        layer = read_dotenv(path)
-        reject_unknown({".env": Layer(layer, path)}, fields)
-        return layer
-
-    return _LayerSource(settings_cls, env), _LayerSource(settings_cls, dotenv)
 
 
 @dataclass

@@ -14,6 +14,8 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.errors import ConfigError
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.tiny import ARCHITECTURES, build_model, build_tokenizer
 
 # Fastest first: what ``auto`` tries, in order.
 ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
@@ -24,7 +26,7 @@ _CLASS_FLAGS = {
 }
 
 
-def model_class(config: Any) -> Any | None:
+def model_class(config: XllmConfig) -> Any | None:
     """The class ``AutoModelForCausalLM.from_pretrained`` would build (None when that is unknown before loading, e.g.
     an unreadable config: loading reports that with its own message)."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -52,7 +54,7 @@ def supported_attention(cls: Any) -> list[str]:
     return ["eager"] + [name for name, flag in _CLASS_FLAGS.items() if getattr(cls, flag, False)]
 
 
-def requested_attention(config: Any) -> str:
+def requested_attention(config: XllmConfig) -> str:
     """--attn-implementation, with --use-flash-attention-2 (the original spelling) meaning flash_attention_2."""
     return "flash_attention_2" if config.use_flash_attention_2 else config.attn_implementation
 
@@ -63,7 +65,7 @@ def _flash_attention_usable() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
-def attention_implementation(config: Any, cls: Any | None) -> str | None:
+def attention_implementation(config: XllmConfig, cls: Any | None) -> str | None:
     """The implementation to load the model with, checked against what its class supports.
 
     None leaves the choice to transformers (a class xllm cannot see before loading).
@@ -96,7 +98,7 @@ def attention_implementation(config: Any, cls: Any | None) -> str | None:
     return wanted
 
 
-def report_attention(config: Any, model: Any) -> None:
+def report_attention(config: XllmConfig, model: Any) -> None:
     """One line saying which attention the loaded model runs, and why when xllm chose it."""
     used = getattr(model.config, "_attn_implementation", None)
     if requested_attention(config) == "auto":
@@ -173,7 +175,6 @@ def _materialised(parameter: Any) -> bool:
 
 def _probe_twin(model: Any) -> str | None:
     """The weights are partitioned (ZeRO-3): probe a tiny random model of the same class and kernel instead."""
-    from xllm_cli.tiny import ARCHITECTURES, build_model, build_tokenizer
 
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ARCHITECTURES:

@@ -7,15 +7,17 @@ import os
 from typing import Any
 
 from xllm_cli import console
+from xllm_cli.models import compute_dtype, has_cuda
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.training.distributed import distributed_arguments
+from xllm_cli.training.gpu import training_arguments as gpu_arguments
+from xllm_cli.training.resume import deepspeed_resume_settings
+from xllm_cli.training.threads import apply_threads, choose_threads
 
 
-def training_arguments(config: Any) -> Any:
+def training_arguments(config: XllmConfig) -> Any:
     import torch
     from transformers import TrainingArguments
-
-    from xllm_cli.training.distributed import distributed_arguments
-    from xllm_cli.training.gpu import training_arguments as gpu_arguments
-    from xllm_cli.training.model import compute_dtype, has_cuda
 
     if not config.save_safetensors:
         console.warn("transformers 5 always saves safetensors; --no-save-safetensors has no effect")
@@ -60,16 +62,16 @@ def training_arguments(config: Any) -> Any:
         "disable_tqdm": True,
         # LoRA with gradient checkpointing leaves frozen parameters without gradients; DDP must not wait for them.
         "ddp_find_unused_parameters": False if config.apply_lora else None,
+        # How long a process waits in a collective before failing (the same limit xllm puts on joining the run).
+        "ddp_timeout": config.ddp_timeout,
     }
     kwargs.update(gpu_arguments(config))
-    kwargs.update(distributed_arguments(config))
+    kwargs.update(distributed_arguments(config, resume=deepspeed_resume_settings(config)))
     return TrainingArguments(**kwargs)
 
 
-def set_up_environment(config: Any) -> None:
+def set_up_environment(config: XllmConfig) -> None:
     """What a training run needs in the process environment, set in one visible place before the run is built."""
-    from xllm_cli.training.model import has_cuda
-    from xllm_cli.training.threads import apply_threads, choose_threads
 
     cuda = has_cuda()
     threads = choose_threads(config.cpu_threads, cuda)
@@ -91,7 +93,7 @@ def explain_unpaged_optimizer(optim: str) -> None:
     console.info(f"--optim {optim}: paged memory needs CUDA; without it the same optimizer runs unpaged")
 
 
-def configure_hub_token(config: Any) -> None:
+def configure_hub_token(config: XllmConfig) -> None:
     """Hand the hub token to huggingface_hub through the environment, not ``hub_token``: the Trainer pickles its
     arguments into every checkpoint (training_args.bin), which would store the secret in plain text."""
     token = config.secret("huggingface_hub_token")
@@ -99,7 +101,7 @@ def configure_hub_token(config: Any) -> None:
         os.environ["HF_TOKEN"] = token
 
 
-def configure_wandb(config: Any) -> None:
+def configure_wandb(config: XllmConfig) -> None:
     """W&B reads its settings from the environment; the key goes there too, never into a log or file of ours."""
     values = {
         "WANDB_PROJECT": config.wandb_project,

@@ -12,6 +12,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from xllm_cli import console
+from xllm_cli.console import progress
+from xllm_cli.training.distributed import world_size
 
 
 class ProgressCallback(TrainerCallback):
@@ -30,7 +32,6 @@ class ProgressCallback(TrainerCallback):
         return (state.num_input_tokens_seen - self.first_tokens) / elapsed if elapsed > 0 else 0.0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from xllm_cli.console import progress
 
         self.started = time.perf_counter()
         self.first_tokens = state.num_input_tokens_seen
@@ -88,7 +89,11 @@ class InterruptCallback(TrainerCallback):
             signal.raise_signal(number)
             return
         self.received = number
-        console.warn(f"{signal.Signals(number).name} received: saving a checkpoint after this step, then stopping")
+        # Said by the process that got it (``[rank N]`` on others than rank 0): a scheduler may signal only some.
+        console.warn(
+            f"{signal.Signals(number).name} received: saving a checkpoint after this step, then stopping",
+            every_process=True,
+        )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         received = self._received_anywhere(args.device)
@@ -101,7 +106,6 @@ class InterruptCallback(TrainerCallback):
         """The signal any process got. Processes must stop at the same step (saving a checkpoint is collective),
         and a signal reaches them at slightly different moments, so they agree once per step; one process alone
         needs no agreement."""
-        from xllm_cli.training.distributed import world_size
 
         if world_size() <= 1:
             return self.received

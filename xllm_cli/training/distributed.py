@@ -7,23 +7,29 @@ expects (``distributed_arguments``), sets up communication before the model exis
 one process do shared work while the others wait (``main_process_first``).
 
 Heavy libraries are imported inside the functions: the CLI imports the training package lazily, but this module is
-small enough that a plugin may import it for ``is_main_process`` without paying for torch.
+small enough that a plugin may import it for ``is_main_process`` (the console's, by rank) without paying for torch.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import re
+import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from xllm_cli import console
-from xllm_cli.errors import ConfigError, did_you_mean
+from xllm_cli.console import is_local_main_process, is_main_process  # noqa: F401 - re-exported for plugins
+from xllm_cli.errors import ConfigError, XllmError, did_you_mean, first_line
+from xllm_cli.settings.config import XllmConfig
 
 # Sharding strategies the Trainer's FSDP accepts. FSDP2 (the default and the future) knows only the first two;
 # the hybrid ones and no_shard exist in FSDP1 only, which transformers still runs but deprecates.
@@ -40,35 +46,19 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def is_main_process() -> bool:
-    """Global rank 0 (or a single process): the one that writes files, pushes and prints."""
-    dist = _initialised_dist()
-    if dist is not None:
-        return dist.get_rank() == 0
-    return console.is_main_process()
-
-
-def is_local_main_process() -> bool:
-    """Rank 0 on this node: the one that prepares node-local files (a cache on a disk other nodes do not see)."""
-    return os.environ.get("LOCAL_RANK", "0") in ("0", "")
-
-
-def uses_deepspeed(config: Any) -> bool:
-    return config.deepspeed_stage > 0 or bool(config.deepspeed_config_path)
-
-
-def init_distributed(config: Any) -> None:
+def init_distributed(config: XllmConfig) -> None:
     """Set up inter-process communication, before the model is built.
 
     Under DeepSpeed this must come first: ZeRO-3 partitions the weights while ``from_pretrained`` creates them, which
     needs the process group. For plain DDP (torchrun) the group is created here too, so ``main_process_first`` works
-    from the first step on (the Trainer reuses an initialised group). A single process does nothing.
+    from the first step on (the Trainer reuses an initialised group). A single process does nothing. A process that
+    waits longer than ``--ddp-timeout`` for the others fails with one line saying who is missing.
     """
     # The deepspeed launcher sets LOCAL_RANK as well as passing --local_rank; a hand-written launch may only pass the
     # flag. transformers and accelerate read the variable.
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(config.local_rank)
-    if world_size() <= 1 and not uses_deepspeed(config):
+    if world_size() <= 1 and not config.uses_deepspeed:
         return
     import torch
 
@@ -77,27 +67,67 @@ def init_distributed(config: Any) -> None:
         # Each process owns one device; NCCL collectives (the first barrier included) must run on it.
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", config.local_rank)))
     backend = "nccl" if has_cuda else "gloo"
-    if uses_deepspeed(config):
-        import deepspeed
+    timeout = timedelta(seconds=config.ddp_timeout)
+    _default_group_timeout(timeout)
+    try:
+        if config.uses_deepspeed:
+            import deepspeed
 
-        # Without a launcher (one process, `xllm train --deepspeed-stage 2`), DeepSpeed needs a rendezvous of one.
-        _single_process_rendezvous()
-        deepspeed.init_distributed(dist_backend=backend)
-    else:
-        import torch.distributed as dist
+            # Without a launcher (one process, `xllm train --deepspeed-stage 2`), DeepSpeed needs a rendezvous of one.
+            _single_process_rendezvous()
+            deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+        else:
+            import torch.distributed as dist
 
-        if has_cuda and config.fsdp_strategy.strip():
-            # FSDP moves CPU tensors between processes (offload, full-state-dict saving): gloo for those, as
-            # accelerate would choose had it created the group.
-            backend = "cuda:nccl,cpu:gloo"
-        if not dist.is_initialized():
-            dist.init_process_group(backend=backend)
+            if has_cuda and config.fsdp_strategy.strip():
+                # FSDP moves CPU tensors between processes (offload, full-state-dict saving): gloo for those, as
+                # accelerate would choose had it created the group.
+                backend = "cuda:nccl,cpu:gloo"
+            if not dist.is_initialized():
+                dist.init_process_group(backend=backend, timeout=timeout)
+    except torch.distributed.DistError as error:
+        raise ProcessesNotConnected(joining_failure(error, config.ddp_timeout)) from None
     # One line that says which engine really runs, so a forgotten --deepspeed-stage under the deepspeed launcher
     # (plain DDP) is visible.
     console.info(f"distributed: {world_size()} process(es), {engine_name(config)}, {backend} communication")
 
 
-def engine_name(config: Any) -> str:
+def _default_group_timeout(timeout: timedelta) -> None:
+    """Make ``timeout`` the default of every process group created later, not only of the first: DeepSpeed creates
+    its own groups (data parallel, ...) without one, so a process that died before they form would otherwise keep
+    the others waiting torch's default (30 min with gloo)."""
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = timeout
+    if isinstance(c10d.default_pg_nccl_timeout, timedelta):
+        c10d.default_pg_nccl_timeout = timeout
+
+
+class ProcessesNotConnected(XllmError):
+    """The processes of a run did not all meet within --ddp-timeout (a node never started, a wrong address)."""
+
+
+def joining_failure(error: BaseException, timeout_s: int) -> str:
+    """One line for a process group that could not form, from torch's store errors."""
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    size = os.environ.get("WORLD_SIZE", "?")
+    text = first_line(error)
+    joined = re.search(r"(\d+)/(\d+) clients joined", text)
+    if joined:  # the main process, which hosts the meeting point
+        return (
+            f"only {joined.group(1)} of the {joined.group(2)} processes joined the run at {where} within "
+            f"--ddp-timeout {timeout_s} s: start every node with the same launch command (same master address, port "
+            f"and number of nodes), or raise --ddp-timeout"
+        )
+    if "timed out" in text.lower():  # any other process: the main one never answered
+        return (
+            f"the run's main process (rank 0) at {where} did not answer within --ddp-timeout {timeout_s} s: start the "
+            f"first node too, check the master address and port, or raise --ddp-timeout"
+        )
+    return f"the {size} processes of the run could not connect at {where}: {text}"
+
+
+def engine_name(config: XllmConfig) -> str:
     if config.deepspeed_config_path:
         return f"DeepSpeed with {config.deepspeed_config_path}"
     if config.deepspeed_stage > 0:
@@ -125,25 +155,65 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def distributed_arguments(config: Any) -> dict[str, Any]:
-    """Extra ``TrainingArguments`` keyword arguments for DeepSpeed or FSDP; ``{}`` for one process or plain DDP.
+def distributed_arguments(config: XllmConfig, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Extra ``TrainingArguments`` keyword arguments for several processes: the engine (DeepSpeed or FSDP), and
+    checkpoints on every node when ``output_dir`` is not shared; ``{}`` for one process or plain DDP on one disk.
 
     Build the ``TrainingArguments`` with these before the model: under ZeRO-3 their existence makes
     ``from_pretrained`` partition the weights as it loads them.
     """
-    if uses_deepspeed(config):
-        return {"deepspeed": deepspeed_config(config)}
-    if config.fsdp_strategy.strip():
-        return fsdp_arguments(config)
-    return {}
+    arguments: dict[str, Any] = {}
+    if config.uses_deepspeed:
+        arguments["deepspeed"] = deepspeed_config(config, resume)
+    elif config.fsdp_strategy.strip():
+        arguments.update(fsdp_arguments(config))
+    blind = ranks_not_seeing_main_files(config.output_dir)
+    if blind:
+        # Each node then writes what its own processes need to resume (the Trainer's files and, under DeepSpeed,
+        # use_node_local_storage), next to the shards its processes write anyway.
+        console.info(
+            f"--output-dir {config.output_dir} is not shared by all nodes ({len(blind)} of {world_size()} processes do "
+            f"not see rank 0's files there): each node keeps its own copy of every checkpoint, with its processes' "
+            f"shards; the final model is written on the first node only"
+        )
+        arguments["save_on_each_node"] = True
+    return arguments
 
 
-def deepspeed_config(config: Any) -> dict[str, Any] | str:
-    """The user's DeepSpeed file (checked, passed as a path) or the predefined config of the stage (a dict)."""
+@functools.cache
+def ranks_not_seeing_main_files(folder: str) -> tuple[int, ...]:
+    """The ranks that do not see a file global rank 0 writes in ``folder``: none when one filesystem serves every
+    node (or there is one process). Collective: every process of the run calls it."""
+    dist = _initialised_dist()
+    if dist is None or dist.get_world_size() <= 1:
+        return ()
+    token = [secrets.token_hex(8) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(token, src=0)
+    # A name never looked up before, so that a network filesystem cannot answer from a cached "no such file".
+    probe = Path(folder) / f".xllm-shared-probe-{token[0]}"
+    if dist.get_rank() == 0:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text(str(token[0]))
+    dist.barrier()
+    seen: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, probe.is_file())
+    dist.barrier()  # nobody looks any more
+    if dist.get_rank() == 0:
+        probe.unlink()
+    return tuple(rank for rank, found in enumerate(seen) if not found)
+
+
+def deepspeed_config(config: XllmConfig, resume: dict[str, Any] | None = None) -> dict[str, Any] | str:
+    """The user's DeepSpeed file (checked, passed as a path) or the predefined config of the stage (a dict), with
+    ``resume``: what resuming needs (``resume.deepspeed_resume_settings``: the universal checkpoint of a run on another
+    number of processes)."""
+    resume = resume or {}
     if config.deepspeed_config_path:
         path = Path(config.deepspeed_config_path)
-        read_deepspeed_file(path, "--deepspeed-config-path")
-        return str(path)
+        data = read_deepspeed_file(path, "--deepspeed-config-path")
+        if not resume:
+            return str(path)
+        return {**data, "checkpoint": {**data.get("checkpoint", {}), **resume["checkpoint"]}}
     offload = bool(getattr(config, "deepspeed_offload", False))
     if offload:
         # ZeRO-Offload steps the optimizer on the CPU, which needs DeepSpeed's CPU Adam (the *_offload.json files
@@ -151,7 +221,7 @@ def deepspeed_config(config: Any) -> dict[str, Any] | str:
         console.info(
             f"--deepspeed-offload: optimizer states in CPU memory, DeepSpeed's CPU AdamW replaces --optim {config.optim}"
         )
-    return predefined_deepspeed_config(config.deepspeed_stage, offload=offload)
+    return {**predefined_deepspeed_config(config.deepspeed_stage, offload=offload), **resume}
 
 
 def predefined_config_path(stage: int, offload: bool = False) -> Path:
@@ -180,7 +250,7 @@ def read_deepspeed_file(path: Path, source: str) -> dict[str, Any]:
     return data
 
 
-def fsdp_arguments(config: Any) -> dict[str, Any]:
+def fsdp_arguments(config: XllmConfig) -> dict[str, Any]:
     """``fsdp``/``fsdp_config`` from ``fsdp_strategy`` words (e.g. 'full_shard auto_wrap') and ``fsdp_offload``.
 
     The Trainer's string form is deprecated; the words are translated here into an FSDP2 config (FSDP1 only for the
@@ -243,6 +313,11 @@ def main_process_first(local: bool = True, description: str = "work") -> Iterato
     finally:
         if first:
             dist.barrier()  # release the others
+
+
+def processes_connected() -> bool:
+    """Whether this process belongs to a process group (several processes that communicate)."""
+    return _initialised_dist() is not None
 
 
 def _initialised_dist() -> Any:

@@ -18,8 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import console, registry
+from xllm_cli.data.unprepared import check_prepared, prepare_if_missing
 from xllm_cli.errors import ConfigError, XllmError
-from xllm_cli.training.tokenize import SampleSource
+from xllm_cli.models import bf16_supported, load_tokenizer
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.training.architecture import check_packing_isolation
+from xllm_cli.training.arguments import set_up_environment, training_arguments
+from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
+from xllm_cli.training.distributed import init_distributed
+from xllm_cli.training.lora import apply_lora, stabilize
+from xllm_cli.training.model import load_model, prepare_for_training, quantization_config
+from xllm_cli.training.outputs import finish_run
+from xllm_cli.training.preflight import announce_estimate, check_training_settings
+from xllm_cli.training.resume import checkpoint_to_resume, prepare_resume
+from xllm_cli.training.tokenize import PackedSamples, SampleSource, encode_source
+from xllm_cli.training.trainer import describe_packing_kernel
 
 STEPS = (
     "training_arguments",
@@ -37,7 +50,9 @@ STEPS = (
 
 class TrainingInterrupted(XllmError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exits 128 + the signal number, as a shell
-    reports a command killed by it (130 for Ctrl-C, 143 for SIGTERM)."""
+    reports a command killed by it (130 for Ctrl-C, 143 for SIGTERM). Every process stops at the same step."""
+
+    shared_by = "run"
 
     def __init__(self, message: str, signal_number: int, hint: str | None = None):
         super().__init__(message, hint=hint)
@@ -47,7 +62,7 @@ class TrainingInterrupted(XllmError):
 class Experiment:
     """A training run: its settings, data, tokenizer, collator, model and trainer, built step by step."""
 
-    def __init__(self, config: Any, train_dataset: Any = None, eval_dataset: Any = None):
+    def __init__(self, config: XllmConfig, train_dataset: Any = None, eval_dataset: Any = None):
         self.config = config
         self.user_train_dataset = train_dataset
         self.user_eval_dataset = eval_dataset
@@ -59,7 +74,7 @@ class Experiment:
         self.collator: Any = None
         self.train_dataset: Any = None
         self.eval_dataset: Any = None
-        self.quantization_config: Any = None
+        self.quantization_config: XllmConfig = None
         self.model: Any = None
         self.trainer: Any = None
         # Extra transformers TrainerCallbacks; a before_trainer hook may append its own.
@@ -82,13 +97,16 @@ class Experiment:
 
     # --- steps ---------------------------------------------------------------------------------------------------------
     def build_training_arguments(self) -> None:
-        from xllm_cli.training.arguments import set_up_environment, training_arguments
-        from xllm_cli.training.distributed import init_distributed
-
         check_training_settings(self.config)
+        # Before the TrainingArguments exist: with ZeRO-3 they make transformers build every model inside DeepSpeed's
+        # zero.Init, whose collectives the estimate's meta copy (made on one process) must not start.
+        announce_estimate(self.config)
         set_up_environment(self.config)
         # Communication first: ZeRO-3 shards the weights while they load, which needs the process group.
         init_distributed(self.config)
+        # Every process agrees on the checkpoint to resume, and one written by another number of processes is
+        # converted, before the DeepSpeed config that loads it is made.
+        prepare_resume(self.config)
         self.training_arguments = training_arguments(self.config)
 
     def build_datasets(self) -> None:
@@ -97,8 +115,6 @@ class Experiment:
         if self.user_train_dataset is not None:
             self.train_source = SampleSource("train", samples=self.user_train_dataset)
         else:
-            from xllm_cli.data.unprepared import check_prepared, prepare_if_missing
-
             prepare_if_missing(config)
             path = Path(config.train_local_path_to_data)
             check_prepared(path, self.dataset, config)
@@ -116,7 +132,6 @@ class Experiment:
             )
 
     def build_tokenizer(self) -> None:
-        from xllm_cli.training.model import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.config)
 
@@ -126,7 +141,6 @@ class Experiment:
     def build_tokenization(self) -> None:
         """Encode the data once (cached next to the prepared file); plugin collators without ``encode_batch`` get
         training samples and tokenize per batch."""
-        from xllm_cli.training.tokenize import PackedSamples, encode_source
 
         if not callable(getattr(self.collator, "encode_batch", None)):
             if self.config.packing:
@@ -146,38 +160,27 @@ class Experiment:
                 self.eval_dataset = PackedSamples(self.eval_dataset, self.config.max_length)
 
     def build_quantization_config(self) -> None:
-        from xllm_cli.training.model import quantization_config
 
         self.quantization_config = quantization_config(self.config)
 
     def build_model(self) -> None:
         from transformers import set_seed
 
-        from xllm_cli.training.model import load_model, prepare_for_training
-
         # The Trainer seeds only when it is built; new weights (LoRA matrices, resized embeddings) come before that.
         set_seed(self.config.seed)
         quantized = self.quantization_config is not None or self.config.from_gptq
         self.model = load_model(self.config, self.quantization_config, self.tokenizer)
         if self.config.packing:
-            from xllm_cli.training.architecture import check_packing_isolation
-            from xllm_cli.training.gpu import describe_packing_kernel
-
             check_packing_isolation(self.model)
             console.info(describe_packing_kernel(self.model))
         self.model = prepare_for_training(self.model, self.config, quantized)
 
     def build_lora(self) -> None:
         if self.config.apply_lora:
-            from xllm_cli.training.lora import apply_lora
-
-            self.model = apply_lora(self.model, self.config)
+            self.model = apply_lora(self.model, self.config, gptq_base=self.config.from_gptq)
 
     def build_stabilize(self) -> None:
         if self.config.stabilize:
-            from xllm_cli.training.lora import stabilize
-            from xllm_cli.training.model import bf16_supported
-
             half = None
             if bf16_supported():
                 import torch
@@ -190,8 +193,6 @@ class Experiment:
     def build_trainer(self) -> None:
         from transformers.trainer_callback import PrinterCallback
         from transformers.trainer_callback import ProgressCallback as TqdmProgress
-
-        from xllm_cli.training.callbacks import InterruptCallback, ProgressCallback
 
         trainer_cls = registry.load("trainers", self.config.trainer_key)
         self.interrupt = InterruptCallback()
@@ -213,7 +214,6 @@ class Experiment:
     def run(self) -> Path:
         """Train (resuming when asked), save the final model, config and loss curve, push and fuse as configured.
         Returns the folder of the final model."""
-        from xllm_cli.training.outputs import finish_run
 
         resume = resume_checkpoint(self.config)
         self.interrupt.install()
@@ -234,22 +234,6 @@ class Experiment:
         )
 
 
-def check_training_settings(config: Any) -> None:
-    """Combinations that only matter for training (the shared rules live in config/validation.py)."""
-    from xllm_cli.model_download import check_model_paths
-    from xllm_cli.training.architecture import attention_implementation, model_class
-    from xllm_cli.training.gpu import check_gpu_options
-
-    check_model_paths(config)
-    check_gpu_options(config)
-    attention_implementation(config, model_class(config))  # an attention the model lacks: refused before any work
-    if (config.load_in_4bit or config.load_in_8bit or config.from_gptq) and not config.apply_lora:
-        which = "--load-in-4bit" if config.load_in_4bit else "--load-in-8bit" if config.load_in_8bit else "--from-gptq"
-        raise ConfigError(f"{which} trains only adapters: add --apply-lora (quantized weights cannot be fine-tuned)")
-    if config.fuse_after_training and not config.apply_lora:
-        raise ConfigError("--fuse-after-training needs --apply-lora: there is no adapter to fuse otherwise")
-
-
 def last_checkpoint(output_dir: Path) -> Path | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -259,17 +243,9 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return Path(found) if found else None
 
 
-def resume_checkpoint(config: Any) -> str | None:
-    """The checkpoint folder to resume from: a path, or ``last`` (the newest in ``output_dir``)."""
-    wanted = config.resume_from_checkpoint
-    if not wanted:
-        return None
-    if wanted == "last":
-        found = last_checkpoint(Path(config.output_dir))
-        if found is None:
-            raise ConfigError(f"--resume-from-checkpoint last: no checkpoint-* folder in {config.output_dir}")
+def resume_checkpoint(config: XllmConfig) -> str | None:
+    """The checkpoint folder to resume from: a path, or ``last`` (the newest complete one in ``output_dir``)."""
+    found = checkpoint_to_resume(config)
+    if found is not None and config.resume_from_checkpoint == "last":
         console.info(f"resuming from {found}")
-        return str(found)
-    if not Path(wanted).is_dir():
-        raise ConfigError(f"--resume-from-checkpoint: no such checkpoint folder {wanted}")
-    return os.fspath(wanted)
+    return None if found is None else os.fspath(found)

@@ -18,7 +18,7 @@ import importlib.util
 from typing import Any
 
 from xllm_cli.errors import ConfigError
-from xllm_cli.training.model import has_cuda
+from xllm_cli.models import has_cuda
 
 GPU_EXTRA = "pip install 'xllm-cli[gpu]'"
 
@@ -84,16 +84,3 @@ def _model_type(config: Any) -> str | None:
 def training_arguments(config: Any) -> dict[str, Any]:
     """The Trainer's own switches for the options above."""
     return {"use_liger_kernel": config.use_liger_kernel, "torch_compile": config.torch_compile}
-
-
-def describe_packing_kernel(model: Any) -> str:
-    """The start-up line of a packed run: how packed rows reach the attention kernel."""
-    from xllm_cli.training.trainer import forward_takes_kwargs, uses_flash_attention
-
-    implementation = getattr(model.config, "_attn_implementation", None)
-    if uses_flash_attention(model):
-        how = (
-            "with the sample boundaries precomputed" if forward_takes_kwargs(model) else "boundaries from position_ids"
-        )
-        return f"packing: {implementation} varlen, each batch flattened into one row ({how})"
-    return f"packing: {implementation} attention with a block-diagonal mask from the restarting position_ids"

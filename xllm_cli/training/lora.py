@@ -8,6 +8,7 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.errors import ConfigError, did_you_mean
+from xllm_cli.settings.sections import LoraSettings
 
 
 def _is_linear(module: Any) -> bool:
@@ -55,20 +56,29 @@ def target_modules(model: Any, raw: str) -> list[str]:
     return wanted
 
 
-def apply_lora(model: Any, config: Any) -> Any:
+def apply_lora(model: Any, lora: LoraSettings, gptq_base: bool = False, stand_ins: bool = False) -> Any:
+    """Wrap ``model`` in a peft LoRA model as ``lora`` says. ``gptq_base``: the model was loaded from a GPTQ checkpoint
+    (peft then dispatches to gptqmodel's layers). ``stand_ins``: the model is the memory estimate's meta copy, whose
+    quantized layers are plain stand-ins (so no GPTQ dispatch), and nothing is printed."""
     from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
 
-    targets = target_modules(model, config.raw_lora_target_modules)
+    targets = target_modules(model, lora.raw_lora_target_modules)
+    targeted = [module for name, module in model.named_modules() if name.rpartition(".")[2] in targets]
     lora_config = LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        r=lora.lora_rank,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
         target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
+        # Conv1D (GPT-2) stores weights transposed: say so, rather than let peft correct it with a warning per layer.
+        fan_in_fan_out=bool(targeted) and all(isinstance(module, Conv1D) for module in targeted),
     )
-    with _without_gptq_dispatch(skip=not config.from_gptq):
+    with _without_gptq_dispatch(skip=stand_ins or not gptq_base):
         model = get_peft_model(model, lora_config)
+    if stand_ins:
+        return model
     trainable, total = model.get_nb_trainable_parameters()
     console.info(f"LoRA on {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters")
     return model

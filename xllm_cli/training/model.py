@@ -1,84 +1,35 @@
-"""Loading the tokenizer and the model: dtype, attention implementation, bitsandbytes 4/8-bit, k-bit preparation and
-gradient checkpointing."""
+"""Loading the model for training: attention implementation, bitsandbytes 4/8-bit or a GPTQ base, k-bit preparation
+and gradient checkpointing (finding and opening it is ``xllm_cli.models``, as for every step)."""
 
 from __future__ import annotations
 
 import warnings
 from typing import Any
 
-from xllm_cli import console
-from xllm_cli.errors import ConfigError
+from xllm_cli.models import compute_dtype, has_cuda, open_model
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
 
 
-def has_cuda() -> bool:
+def weights_dtype(config: XllmConfig, dtype: Any) -> Any:
+    """The dtype the weights load in for training in ``dtype``."""
     import torch
 
-    return torch.cuda.is_available()
-
-
-def bf16_supported() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def compute_dtype(config: Any) -> Any:
-    """float32 when forced or on CPU (CPU training in half precision is slow and lossy), else fp16 when forced,
-    else bf16 where the device supports it, else fp16."""
-    import torch
-
-    if config.force_fp32 or not has_cuda():
+    if dtype == torch.float16 and not config.apply_lora:
+        # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
+        # anyway, so only full fine-tuning needs this.
         return torch.float32
-    if config.force_fp16 or not bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+    return dtype
 
 
-def load_tokenizer(config: Any) -> Any:
-    """The tokenizer, with its padding side and chat template from the config and a pad token guaranteed (EOS when it
-    has none)."""
-    from transformers import AutoTokenizer
-
-    source = config.tokenizer_name_or_path or config.model_name_or_path
-    kwargs: dict[str, Any] = {
-        "trust_remote_code": config.trust_remote_code,
-        "token": config.secret("huggingface_hub_token"),
-    }
-    if config.tokenizer_use_fast is not None:
-        kwargs["use_fast"] = config.tokenizer_use_fast
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except OSError as error:
-        raise ConfigError(
-            f"cannot load the tokenizer from '{source}': {str(error).splitlines()[0]}",
-            hint="check --tokenizer-name-or-path / --model-name-or-path, and run 'xllm download' first",
-        ) from None
-    if config.tokenizer_padding_side:
-        tokenizer.padding_side = config.tokenizer_padding_side
-    if config.chat_template:
-        from xllm_cli.collators.templates import set_chat_template
-
-        set_chat_template(tokenizer, config.chat_template)
-        console.info(f"chat template: {config.chat_template} (saved with the trained model's tokenizer)")
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ConfigError(f"the tokenizer of '{source}' has neither a pad nor an EOS token; give it a pad token")
-        # Safe because padding is excluded from the loss by the attention mask, never by comparing with the pad id.
-        tokenizer.pad_token = tokenizer.eos_token
-        console.info(
-            f"the tokenizer has no pad token: padding with EOS ({tokenizer.eos_token!r}); EOS is still learned"
-        )
-    return tokenizer
-
-
-def quantization_config(config: Any) -> Any:
+def quantization_config(config: XllmConfig) -> Any:
     """The bitsandbytes config for 4/8-bit loading, the GPTQ loading config for ``from_gptq``, or None."""
     if config.from_gptq:
         from transformers import GPTQConfig
 
         # Bits and groups come from the checkpoint; only the kernel is chosen here. gptqmodel's automatic choice can be
         # an inference-only kernel (seen on CPU: TorchCpuAvx512Linear), which cannot back LoRA training.
-        return GPTQConfig(bits=config.gptq_bits, backend="auto_trainable")
+        return GPTQConfig(bits=4, backend="auto_trainable")  # bits is required here; the checkpoint's own wins
     if not (config.load_in_4bit or config.load_in_8bit):
         return None
     from transformers import BitsAndBytesConfig
@@ -97,24 +48,10 @@ def quantization_config(config: Any) -> Any:
     )
 
 
-def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
+def load_model(config: XllmConfig, quantization: Any, tokenizer: Any) -> Any:
     """The model, quantized while loading or (``bnb_quantize_after_model_init``) right after."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from xllm_cli.training.architecture import attention_implementation, model_class, report_attention
-
-    dtype = compute_dtype(config)
-    if dtype == torch.float16 and not config.apply_lora:
-        # fp16 training keeps fp32 master weights (AMP's gradient scaler refuses fp16 gradients); adapters are fp32
-        # anyway, so only full fine-tuning needs this.
-        dtype = torch.float32
-    kwargs: dict[str, Any] = {
-        "dtype": dtype,
-        "attn_implementation": attention_implementation(config, model_class(config)),
-        "trust_remote_code": config.trust_remote_code,
-        "token": config.secret("huggingface_hub_token"),
-    }
+    dtype = weights_dtype(config, compute_dtype(config))
+    kwargs: dict[str, Any] = {"attn_implementation": attention_implementation(config, model_class(config))}
     if config.device_map:
         kwargs["device_map"] = config.device_map
     elif quantization is not None and has_cuda():
@@ -124,16 +61,10 @@ def load_model(config: Any, quantization: Any, tokenizer: Any) -> Any:
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     if quantization is not None and (config.from_gptq or not config.bnb_quantize_after_model_init):
         kwargs["quantization_config"] = quantization
-    try:
-        with warnings.catch_warnings():
-            # Expected with --from-gptq: the checkpoint's GPTQ settings are kept, our kernel choice is applied.
-            warnings.filterwarnings("ignore", message="You passed `quantization_config`", category=UserWarning)
-            model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
-    except OSError as error:
-        raise ConfigError(
-            f"cannot load the model '{config.model_name_or_path}': {str(error).splitlines()[0]}",
-            hint="check --model-name-or-path, and run 'xllm download' first",
-        ) from None
+    with warnings.catch_warnings():
+        # Expected with --from-gptq: the checkpoint's GPTQ settings are kept, our kernel choice is applied.
+        warnings.filterwarnings("ignore", message="You passed `quantization_config`", category=UserWarning)
+        model = open_model(config.model_name_or_path, config, dtype, **kwargs)
     report_attention(config, model)
     if quantization is not None and config.bnb_quantize_after_model_init and not config.from_gptq:
         model = quantize_loaded_model(model, quantization)
@@ -199,7 +130,7 @@ def quantize_loaded_model(model: Any, quantization: Any) -> Any:
     return model
 
 
-def prepare_for_training(model: Any, config: Any, quantized: bool) -> Any:
+def prepare_for_training(model: Any, config: XllmConfig, quantized: bool) -> Any:
     """k-bit preparation (norms in fp32, input grads) and gradient checkpointing, with or without quantization."""
     checkpointing = config.use_gradient_checkpointing
     if quantized and config.prepare_model_for_kbit_training:
@@ -212,7 +143,7 @@ def prepare_for_training(model: Any, config: Any, quantized: bool) -> Any:
         )
     elif checkpointing:
         # Non-reentrant checkpointing needs no input gradients, so it works with frozen embeddings (LoRA) too.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if checkpointing:
         model.config.use_cache = False
     return model

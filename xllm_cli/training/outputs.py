@@ -14,13 +14,16 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.checkpoint import TRAINING_SETTINGS_FILE
-from xllm_cli.training.distributed import is_main_process, uses_deepspeed
+from xllm_cli.console import is_main_process
+from xllm_cli.fuse import fuse
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.training.loss_curve import loss_points, render_svg
 
 LOG_FILE = "training_log.json"
 LOSS_CURVE_FILE = "loss_curve.svg"
 
 
-def finish_run(config: Any, trainer: Any, tokenizer: Any, result: Any, tokens_per_second: float) -> Path:
+def finish_run(config: XllmConfig, trainer: Any, tokenizer: Any, result: Any, tokens_per_second: float) -> Path:
     """Everything after the last step, for the run ``trainer`` finished with ``result``; returns the model folder."""
     output_dir = Path(config.output_dir)
     save_final_model(config, trainer, tokenizer, output_dir)
@@ -43,14 +46,20 @@ def finish_run(config: Any, trainer: Any, tokenizer: Any, result: Any, tokens_pe
     return output_dir
 
 
-def save_final_model(config: Any, trainer: Any, tokenizer: Any, output_dir: Path) -> None:
+def save_final_model(config: XllmConfig, trainer: Any, tokenizer: Any, output_dir: Path) -> None:
     """The trained model (only the adapter with LoRA) and its tokenizer, straight into ``output_dir``."""
     # One name for every process (a sharded save is collective); leftovers of a crashed save are cleared first.
     staging = output_dir / ".xllm-final-staging"
     if is_main_process():
         shutil.rmtree(staging, ignore_errors=True)
-    if uses_deepspeed(config) or config.fsdp_strategy.strip():
-        trainer.save_model(str(staging))  # gathers sharded weights: every process takes part
+    if config.uses_deepspeed or config.fsdp_strategy.strip():
+        # Gathers sharded weights: every process takes part. Checkpoints on node-local disks are written on every
+        # node (save_on_each_node); the final model only once, by the main process.
+        on_each_node, trainer.args.save_on_each_node = trainer.args.save_on_each_node, False
+        try:
+            trainer.save_model(str(staging))
+        finally:
+            trainer.args.save_on_each_node = on_each_node
     elif is_main_process():
         model = trainer.accelerator.unwrap_model(trainer.model)
         kwargs = {} if hasattr(model, "peft_config") else {"max_shard_size": config.max_shard_size}
@@ -66,7 +75,7 @@ def save_final_model(config: Any, trainer: Any, tokenizer: Any, output_dir: Path
     staging.rmdir()
 
 
-def masked_config(config: Any) -> dict[str, Any]:
+def masked_config(config: XllmConfig) -> dict[str, Any]:
     """The resolved settings; pydantic's JSON dump writes secrets as asterisks."""
     return config.model_dump(mode="json")
 
@@ -80,8 +89,6 @@ def write_atomically(path: Path, text: str) -> None:
 
 def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Path | None:
     """Train (and eval) loss against steps as an SVG file (``training/loss_curve.py``); None when nothing was logged."""
-    from xllm_cli.training.loss_curve import loss_points, render_svg
-
     series = loss_points(log_history)
     if not series:
         return None
@@ -89,7 +96,7 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Path | Non
     return path
 
 
-def print_summary(config: Any, state: Any, result: Any, tokens_per_second: float, output_dir: Path) -> None:
+def print_summary(config: XllmConfig, state: Any, result: Any, tokens_per_second: float, output_dir: Path) -> None:
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     runtime = result.metrics.get("train_runtime", 0.0) if result is not None else 0.0
     what = "adapter" if config.apply_lora else "model"
@@ -103,8 +110,7 @@ def print_summary(config: Any, state: Any, result: Any, tokens_per_second: float
     console.info("done: " + "; ".join(lines))
 
 
-def fuse_trained_adapter(config: Any, adapter_dir: Path) -> Path:
-    from xllm_cli.fuse import fuse
+def fuse_trained_adapter(config: XllmConfig, adapter_dir: Path) -> Path:
 
     # push_to_hub already sent the adapter to hub_model_id; the fused model stays local rather than replace it there
     # (push it with `xllm fuse --push-to-hub --hub-model-id <another repo>`).

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from xllm_cli import registry
+from xllm_cli.settings.config import XllmConfig
 
 
 def train(
-    config: Any,
+    config: XllmConfig,
     train_dataset: Sequence[dict[str, Any]] | None = None,
     eval_dataset: Sequence[dict[str, Any]] | None = None,
 ) -> Path:

@@ -31,7 +31,9 @@ from xllm_cli.cleanup import built_atomically, clear_stale, sigterm_unwinds
 from xllm_cli.collators.packing import pack_features, plan_rows
 from xllm_cli.data.base import check_training_sample, iter_jsonl, read_prepared
 from xllm_cli.errors import ConfigError, DataError
-from xllm_cli.settings.sections import PLUGIN_SECTION, section_of
+from xllm_cli.settings.config import XllmConfig
+from xllm_cli.settings.index import PLUGIN_SECTION, section_of
+from xllm_cli.training.distributed import main_process_first
 
 # 2: chat masks of templates without a {% generation %} tag come from their prefixes (1 had them all zero).
 CACHE_FORMAT = 2
@@ -124,7 +126,7 @@ def _to_training_sample(dataset: Any, sample: dict[str, Any], where: str) -> dic
     return check_training_sample(converted, where)
 
 
-def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any) -> EncodedSamples:
+def encode_source(source: SampleSource, dataset: Any, collator: Any, config: XllmConfig) -> EncodedSamples:
     """The encoded samples of ``source``, from the cache when a file's encodings are already there."""
     if source.path is None:
         # Samples handed over in Python: no file to key a cache on, so a private folder removed at exit (or at once
@@ -138,7 +140,6 @@ def encode_source(source: SampleSource, dataset: Any, collator: Any, config: Any
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return _load(folder, source.name)
-    from xllm_cli.training.distributed import main_process_first
 
     source.check_exists()
     folder = cache_folder(source.path, cache_key(source.path, dataset, collator, config), config.cache_dir)
@@ -171,7 +172,7 @@ def cache_folder(path: Path, key: str, cache_dir: str | None) -> Path:
     return tokenized_dir(cache_dir) / f"{path.name}-{key[:16]}"
 
 
-def cache_key(path: Path, dataset: Any, collator: Any, config: Any) -> str:
+def cache_key(path: Path, dataset: Any, collator: Any, config: XllmConfig) -> str:
     settings = {
         name: getattr(config, name)
         for name in type(config).model_fields

@@ -7,38 +7,10 @@ from typing import Any
 
 from transformers import Trainer
 
-from xllm_cli.collators.base import IGNORE_INDEX
+# Re-exported: the loss and the inputs live in a module without the Trainer, so the memory estimate runs them too.
+from xllm_cli.training.loss import model_inputs, token_loss_sum
 
-
-def token_loss_sum(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tuple[Any, Any]:
-    """(summed next-token cross-entropy, number of target tokens); labels -100 are ignored.
-
-    Summing (instead of averaging per batch) lets the caller divide by the token count of the whole accumulated
-    batch, so every target token weighs the same whatever the padding, packing or gradient accumulation.
-    """
-    import torch.nn.functional as F
-
-    shifted_logits = logits[..., :-1, :].float()
-    shifted_labels = labels[..., 1:].to(shifted_logits.device)
-    total = F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.size(-1)),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
-    return total, shifted_labels.ne(IGNORE_INDEX).sum()
-
-
-def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    """What goes into the forward pass: everything but the labels, no KV cache, and no padding mask for packed rows
-    (transformers builds the block-diagonal mask from ``position_ids`` only when there is neither a 2-D mask nor a
-    cache)."""
-    inputs = {name: value for name, value in batch.items() if name != "labels"}
-    inputs["use_cache"] = False
-    if "position_ids" in inputs:
-        inputs.pop("attention_mask", None)
-    return inputs
+__all__ = ["LMTrainer", "model_inputs", "token_loss_sum"]
 
 
 def uses_flash_attention(model: Any) -> bool:
@@ -115,3 +87,14 @@ class LMTrainer(Trainer):
                 # transformers' own loss does.
                 loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+
+def describe_packing_kernel(model: Any) -> str:
+    """The start-up line of a packed run: how packed rows reach the attention kernel."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if uses_flash_attention(model):
+        how = (
+            "with the sample boundaries precomputed" if forward_takes_kwargs(model) else "boundaries from position_ids"
+        )
+        return f"packing: {implementation} varlen, each batch flattened into one row ({how})"
+    return f"packing: {implementation} attention with a block-diagonal mask from the restarting position_ids"
