@@ -189,7 +189,7 @@ def test_packed_rows_flattened_for_flash_attention_keep_the_loss_and_the_boundar
 def test_the_packing_start_up_line_names_the_kernel_path(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from xllm_cli.training.gpu import describe_packing_kernel
+    from xllm_cli.training.trainer import describe_packing_kernel
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
     assert describe_packing_kernel(model) == (

@@ -183,6 +183,8 @@ def printed_here(failure: Failure) -> bool:
 
 def report(failure: Failure, error_raised: BaseException) -> int:
     """Print ``failure`` (the traceback first under --verbose) where it is news, and return its exit code."""
+    if failure.message is None and failure.output is None:
+        return failure.exit_code  # nothing to print (a decided exit, e.g. after a TAB completion): ask nobody
     if not printed_here(failure):
         return failure.exit_code
     if failure.traceback and library.verbose():
