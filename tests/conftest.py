@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 XLLM = str(VENV_BIN / "xllm")
 
+# DeepSpeed compiles a small op on first use and caches it by this folder (as `make test` does): one folder for every
+# launch of the session and the next, instead of one under each test's own cache folder.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
 # Settings and credentials from the developer's shell must not leak into tests.
 _CLEARED_PREFIXES = ("XLLM_", "HF_", "HUGGING_FACE_", "WANDB_")
 
@@ -89,6 +93,15 @@ def tiny_model(tmp_path_factory) -> Path:
     from xllm_cli.tiny import create_tiny_model
 
     return create_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def deepspeed_op() -> None:
+    """DeepSpeed's CPU communication op, compiled by one process before the first launch. Ranks that compile it
+    together leave no ninja log behind, so a later launch compiles it again: a minute or two each time."""
+    code = "from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder; ShareMemCommBuilder().load()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def run_xllm(*args: str, env: dict | None = None, cwd: str | Path | None = None, timeout: float = 600):

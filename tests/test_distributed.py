@@ -233,7 +233,7 @@ def test_main_process_first_makes_the_others_wait(tmp_path):
 
 # --- real launches -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model) -> Path:
+def prepared(tmp_path_factory, tiny_model, deepspeed_op) -> Path:
     """The demo data prepared once (as `xllm download` does) for every launch."""
     folder = tmp_path_factory.mktemp("distributed")
     result = subprocess.run(

@@ -38,10 +38,7 @@ LAUNCH_TIMEOUT = 420
 # --- nodes -----------------------------------------------------------------------------------------------------------
 def node_env(node: Path, **extra: str) -> dict[str, str]:
     """A node's environment: single-threaded, its own tokenization cache, the venv's launchers first on PATH."""
-    env = clean_env(XDG_CACHE_HOME=str(node / "cache"), **extra)
-    # DeepSpeed compiles a small op once and caches it by this folder, which follows XDG_CACHE_HOME unless set: keep
-    # one folder for every node and test, as `make test` does.
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    env = clean_env(XDG_CACHE_HOME=str(node / "cache"), **extra)  # TORCH_EXTENSIONS_DIR stays shared (conftest)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -116,7 +113,7 @@ def two_torchrun_nodes(root: Path, *train_args: str, env: dict[str, str] | None 
 
 # --- settings and results --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, deepspeed_op) -> Path:
     """Training data on 'shared storage': a few samples repeated, so the loss falls within a few steps."""
     return write_training_data(tmp_path_factory.mktemp("shared-data") / "train.jsonl", samples=8, repeats=8)
 
