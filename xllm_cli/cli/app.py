@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from xllm_cli.cli import commands
+from xllm_cli.cli.options import plain_flag, without_bool_validators
 from xllm_cli.cli.steps import STEPS, command_for
 
 
@@ -26,6 +27,9 @@ class StepsGroup(typer.core.TyperGroup):
 
     def list_commands(self, ctx) -> list[str]:
         return [*STEPS, *(name for name in super().list_commands(ctx) if name not in STEPS)]
+
+    def get_help_option(self, ctx):
+        return plain_flag(super().get_help_option(ctx))  # made per context, so not among the params
 
     def resolve_command(self, ctx, args: list[str]):
         if args and args[0] in STEPS:
@@ -80,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     console.install(verbose=bool({"--verbose", "-v"} & set(args)))
     try:
         args = normalize_argv(args)
-        code = typer.main.get_command(app).main(args=args, prog_name="xllm", standalone_mode=False)
+        command = without_bool_validators(typer.main.get_command(app))
+        code = command.main(args=args, prog_name="xllm", standalone_mode=False)
     except BaseException as error:  # noqa: BLE001 - every failure becomes one line and an exit code
         code = console.report(describe(error), error)
     sys.exit(code if isinstance(code, int) else 0)

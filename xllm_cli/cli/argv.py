@@ -31,9 +31,9 @@ def normalize_argv(argv: list[str], bool_fields: Iterable[str] | None = None) ->
         nonlocal bool_flags
         if bool_flags is None:
             if bool_fields is None:
-                from xllm_cli.settings.index import FIELDS
+                from xllm_cli.settings.catalog import fields
 
-                names: Iterable[str] = [name for name, info in FIELDS.items() if info.annotation in (bool, bool | None)]
+                names: Iterable[str] = [name for name, spec in fields().items() if spec.kind == "bool"]
             else:
                 names = bool_fields
             bool_flags = {"--" + field.replace("_", "-") for field in names}

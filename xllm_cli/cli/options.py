@@ -10,15 +10,15 @@ Nothing heavy is imported here: this runs for ``--help`` and for every TAB press
 from __future__ import annotations
 
 import inspect
-import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional
 
 import typer
-from pydantic import SecretStr
+from typer._coercion import PassThroughRuntimeParam  # private, but pinned by the lock: see without_bool_validators
 
 from xllm_cli.cli.completion import completer_for
+from xllm_cli.settings.catalog import FieldSpec
 from xllm_cli.settings.names import flag
 
 MAIN_PANEL = "Main options"
@@ -78,18 +78,6 @@ ESTIMATE_OPTION = Annotated[
 ]
 
 
-def _plain_type(annotation: Any) -> tuple[Any, list[str] | None]:
-    """(click-friendly python type, choices) for a field annotation."""
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if get_origin(annotation) in (Union, types.UnionType) and args:
-        annotation = args[0]
-    if get_origin(annotation) is Literal:
-        return str, [str(choice) for choice in get_args(annotation)]
-    if annotation is SecretStr:
-        return str, None
-    return annotation, None
-
-
 def shown_default(value: Any) -> str:
     if value is None:
         return "unset"
@@ -98,30 +86,41 @@ def shown_default(value: Any) -> str:
     return str(value)
 
 
-def field_option(name: str, info: Any, panel: str) -> inspect.Parameter:
-    """The option of one setting (``info`` is its pydantic field), defaulting to None: not typed on the command line."""
-    python_type, choices = _plain_type(info.annotation)
-    secret = python_type is str and info.annotation is not str and "SecretStr" in str(info.annotation)
-    decls = [f"{flag(name)}/--no-{flag(name)[2:]}"] if python_type is bool else [flag(name)]
-    kwargs: dict[str, Any] = {
-        "help": info.description,
-        "rich_help_panel": panel,
-        "show_default": shown_default(info.default),
-    }
-    if choices:
-        python_type = Literal[tuple(choices)]  # Typer turns a Literal into a click.Choice
+def field_option(spec: FieldSpec, panel: str) -> inspect.Parameter:
+    """The option of one setting, defaulting to None: not typed on the command line."""
+    python_type: Any = {"bool": bool, "int": int, "float": float}.get(spec.kind, str)
+    decls = [f"{flag(spec.name)}/--no-{flag(spec.name)[2:]}"] if python_type is bool else [flag(spec.name)]
+    kwargs: dict[str, Any] = {"help": spec.help, "rich_help_panel": panel, "show_default": shown_default(spec.default)}
+    if spec.choices:
+        python_type = Literal[spec.choices]  # Typer turns a Literal into a click.Choice
     elif python_type is not bool:
-        kwargs["metavar"] = "SECRET" if secret else METAVARS.get(python_type, "TEXT")
-    completer = completer_for(name)
+        kwargs["metavar"] = "SECRET" if spec.secret else METAVARS.get(python_type, "TEXT")
+    completer = completer_for(spec.name)
     if completer is not None:
         kwargs["autocompletion"] = completer
-    elif name in PATH_FIELDS:
+    elif spec.name in PATH_FIELDS:
         # The shell completes file and folder names; the value stays the text typed: a Path would turn ./my-model
         # into my-model, which then reads as a Hub id.
         python_type = Path
         kwargs.update(path_type=str, metavar="PATH")
     annotation = Annotated[Optional[python_type], typer.Option(*decls, **kwargs)]
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+def without_bool_validators(command: Any) -> Any:
+    """Typer coerces every option's value through a pydantic validator built on first use, even a flag's missing value:
+    importing pydantic for that is most of a step's ``--help``. A flag needs no validator."""
+    for each in [command, *getattr(command, "commands", {}).values()]:
+        for param in each.params:
+            plain_flag(param)
+    return command
+
+
+def plain_flag(param: Any) -> Any:
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None and descriptor.annotation is bool and param._runtime_param is None:
+        param._runtime_param = PassThroughRuntimeParam(annotation=bool, parameter_info=descriptor.parameter_info)
+    return param
 
 
 class StepCommand(typer.core.TyperCommand):
@@ -137,6 +136,9 @@ class StepCommand(typer.core.TyperCommand):
         ctx.params = {param.name: opts.get(param.name) for param in self.get_params(ctx) if param.expose_value}
         ctx.args = rest
         return rest
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return plain_flag(super().get_help_option(ctx))  # made per context, so not among the params
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self.format_usage(ctx, formatter)
@@ -168,19 +170,19 @@ def _plain_record(param: Any, record: tuple[str, str]) -> tuple[str, str]:
 def build_command(
     name: str,
     help: str,
-    fields: list[tuple[str, Any, str]],
+    fields: list[tuple[FieldSpec, str]],
     callback: Callable[..., Any],
     run_options: dict[str, Any] | None = None,
 ) -> typer.core.TyperCommand:
     """The command of step ``name``: the run options (``RUN_OPTIONS`` and the step's own ``run_options``), then one
-    option per (setting, pydantic field, help panel), calling ``callback(ctx, **values)``."""
+    option per (setting, help panel), calling ``callback(ctx, **values)``."""
     parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     for option, annotation in {**RUN_OPTIONS, **(run_options or {})}.items():
         default = None if option == "config_file" else False
         parameters.append(
             inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         )
-    parameters += [field_option(field, info, panel) for field, info, panel in fields]
+    parameters += [field_option(spec, panel) for spec, panel in fields]
 
     def command(ctx: typer.Context, **values: Any) -> Any:
         return callback(ctx, **values)
@@ -190,4 +192,4 @@ def build_command(
     app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
     context = {"help_option_names": ["-h", "--help"]}
     app.command(name=name, help=help, cls=StepCommand, no_args_is_help=False, context_settings=context)(command)
-    return typer.main.get_command(app)
+    return without_bool_validators(typer.main.get_command(app))

@@ -109,21 +109,25 @@ def _command(step: Step, base_cls: type | None, plugins: tuple) -> Any:
     key = (step.name, base_cls, plugins)
     if key not in _commands:
         from xllm_cli.cli.options import ESTIMATE_OPTION, MAIN_PANEL, build_command
-        from xllm_cli.settings.index import CUSTOM_SECTION, FIELDS, STEP_SECTIONS, section_title
+        from xllm_cli.settings import catalog
         from xllm_cli.settings.plugins import plugin_fields
 
+        sections = catalog.step_sections()[step.name]
+        builtins = catalog.fields()
         fields = [
-            (name, info, MAIN_PANEL if name in step.main_options else section.title)
-            for section in STEP_SECTIONS[step.name]
-            for name, info in section.model_fields.items()
+            (spec, MAIN_PANEL if spec.name in step.main_options else catalog.section_title(spec.section))
+            for spec in builtins.values()
+            if spec.section in sections
         ]
-        custom = [(n, i) for n, i in (base_cls.model_fields if base_cls else {}).items() if n not in FIELDS]
-        fields += [(name, info, section_title(CUSTOM_SECTION)) for name, info in custom]
-        taken = {name for name, _, _ in fields}
+        fields.sort(key=lambda entry: sections.index(entry[0].section))  # the step's order of sections
+        custom = [(n, i) for n, i in (base_cls.model_fields if base_cls else {}).items() if n not in builtins]
+        fields += [(catalog.spec_of(name, info, catalog.CUSTOM_SECTION), "") for name, info in custom]
+        taken = {spec.name for spec, _ in fields}
         fields += [
-            (name, info, section_title(info.json_schema_extra["section"]))
+            (catalog.spec_of(name, info, info.json_schema_extra["section"]), "")
             for name, info in plugin_fields(plugins, taken)
         ]
+        fields = [(spec, panel or catalog.section_title(spec.section)) for spec, panel in fields]
         _commands[key] = build_command(
             step.name,
             step.help,

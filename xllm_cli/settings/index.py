@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from xllm_cli.settings.catalog import CUSTOM_SECTION, PLUGIN_SECTION, section_title  # noqa: F401 - re-exported
 from xllm_cli.settings.sections import (
     SECTIONS,
     AdapterSettings,
@@ -75,9 +76,6 @@ STEP_SECTIONS: dict[str, tuple[type[Section], ...]] = {
 # Field name -> the key of its section, and its pydantic field, for the built-in fields.
 FIELD_SECTIONS: dict[str, str] = {name: section.key for section in SECTIONS for name in section.model_fields}
 FIELDS: dict[str, Any] = {name: info for section in SECTIONS for name, info in section.model_fields.items()}
-SECTION_TITLES: dict[str, str] = {section.key: section.title for section in SECTIONS}
-PLUGIN_SECTION = "plugin:"  # plugin settings are in section "plugin:<key>"
-CUSTOM_SECTION = "custom"  # fields a subclass of XllmConfig adds in a user's script
 
 
 def section_of(config_cls: type[BaseModel], name: str) -> str:
@@ -87,14 +85,6 @@ def section_of(config_cls: type[BaseModel], name: str) -> str:
     extra = config_cls.model_fields[name].json_schema_extra
     section = extra.get("section") if isinstance(extra, dict) else None
     return str(section) if section else CUSTOM_SECTION
-
-
-def section_title(key: str) -> str:
-    if key.startswith(PLUGIN_SECTION):
-        return f"Plugin {key.removeprefix(PLUGIN_SECTION)}"
-    if key == CUSTOM_SECTION:
-        return "Your settings"
-    return SECTION_TITLES[key]
 
 
 def step_fields(step: str, config_cls: type[BaseModel] | None = None) -> list[str]:

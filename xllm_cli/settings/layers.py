@@ -15,12 +15,11 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.errors import ConfigError, did_you_mean, first_line
-from xllm_cli.settings.index import SECTION_TITLES
+from xllm_cli.settings import catalog
 from xllm_cli.settings.names import CONVENTIONAL_ENV, ENV_PREFIX
-from xllm_cli.settings.sections import RunSettings
 
 # Keys a config file may group settings under: the section keys, and the group names of earlier versions.
-CONFIG_FILE_GROUPS = (*SECTION_TITLES, "general", "dataset", "bitsandbytes", "gptq_quantization", "wandb")
+CONFIG_FILE_GROUPS = (*catalog.section_titles(), "general", "dataset", "bitsandbytes", "gptq_quantization", "wandb")
 
 
 def read_variables(variables: Mapping[str, str]) -> dict[str, str]:
@@ -123,7 +122,7 @@ def read_layers(
         flags.get("path_to_env_file")
         or env_layer.get("path_to_env_file")
         or file_layer.get("path_to_env_file")
-        or RunSettings.model_fields["path_to_env_file"].default
+        or catalog.fields()["path_to_env_file"].default
     )
     return {
         "config file": Layer(file_layer, Path(config_file) if config_file else None),

@@ -8,11 +8,9 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import create_model
-
 from xllm_cli.errors import ConfigError
 from xllm_cli.registry import KEY_FIELDS, plugin_settings
-from xllm_cli.settings.index import FIELDS, PLUGIN_SECTION
+from xllm_cli.settings.catalog import PLUGIN_SECTION, fields
 
 # (kind, key, settings model) of a selected plugin that declares settings.
 PluginSettings = tuple[str, str, type]
@@ -22,7 +20,7 @@ def selected_plugin_settings(values: Mapping[str, Any], kinds: Iterable[str]) ->
     """The settings models of the plugins ``values`` select (their key field, or its default) among ``kinds``."""
     found = []
     for kind in kinds:
-        key = str(values.get(KEY_FIELDS[kind]) or FIELDS[KEY_FIELDS[kind]].default)
+        key = str(values.get(KEY_FIELDS[kind]) or fields()[KEY_FIELDS[kind]].default)
         model = plugin_settings(kind, key)
         if model is not None:
             found.append((kind, key, model))
@@ -38,6 +36,8 @@ def with_plugin_settings(config_cls: type, values: Mapping[str, Any], kinds: Ite
 
 @functools.cache
 def _extended(config_cls: type, selected: tuple[PluginSettings, ...]) -> type:
+    from pydantic import create_model  # only when a plugin has settings: --help without one never needs pydantic
+
     extra = {name: (info.annotation, info) for name, info in plugin_fields(selected, set(config_cls.model_fields))}
     return create_model(config_cls.__name__, __base__=config_cls, **extra) if extra else config_cls
 

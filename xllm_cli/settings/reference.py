@@ -1,11 +1,14 @@
-"""The configuration reference, generated from the settings model so it cannot drift (``docs/generate.py``)."""
+"""What is generated from the settings model so it cannot drift: the configuration reference (``docs/generate.py``)
+and the command line's catalog of fields (``catalog.json``; ``python -m xllm_cli.settings.reference`` rewrites it)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import SecretStr
 
+from xllm_cli.settings import catalog
 from xllm_cli.settings.config import XllmConfig
 from xllm_cli.settings.index import STEP_SECTIONS
 from xllm_cli.settings.names import env_names, flag
@@ -52,3 +55,18 @@ def reference_markdown(config_cls: type = XllmConfig) -> str:
             lines.append(f"| `{name}` | `{default}` | {type_name(info.annotation)} | {flags} | {env} | {description} |")
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def catalog_text() -> str:
+    """``catalog.json`` as the sections define it today."""
+    titles = {section.key: section.title for section in SECTIONS}
+    steps = {step: [section.key for section in sections] for step, sections in STEP_SECTIONS.items()}
+    specs = [
+        catalog.spec_of(name, info, section.key) for section in SECTIONS for name, info in section.model_fields.items()
+    ]
+    return catalog.render(titles, steps, specs)
+
+
+if __name__ == "__main__":
+    catalog.CATALOG_FILE.write_text(catalog_text())
+    print(f"wrote {catalog.CATALOG_FILE}", file=sys.stderr)
