@@ -1,8 +1,8 @@
 """Settings: typed sections (``sections.py``) composed into ``XllmConfig`` (``config.py``), read from flags, env,
 ``.env`` and config files (``layers.py``, ``sources.py``). Nothing here imports a command-line library.
 
-``XllmConfig`` and ``resolve_config`` are imported on first use: the command line's ``--help`` reads ``sections.py``
-alone and must not pay for pydantic-settings.
+``XllmConfig`` and ``resolve_config`` are imported on first use: the command line's ``--help`` and TAB completion read
+``catalog.json`` (``catalog.py``) alone and must not pay for pydantic.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ A section is a small pydantic model of the fields one concern reads (``LoraSetti
 ``lora: LoraSettings`` accepts the whole config. Rules between fields of one section live on that section; rules
 across sections on ``XllmConfig``.
 
-Which step reads which section is in ``index.py``. Kept to pydantic alone: ``--help`` and completion read it.
+Which step reads which section is in ``index.py``; ``catalog.json``, generated from these sections, is what ``--help``
+and completion read. After changing a field: ``python -m xllm_cli.settings.reference``.
 """
 
 from __future__ import annotations
