@@ -19,11 +19,12 @@ from typing import Any
 
 from xllm_cli.errors import ConfigError
 from xllm_cli.models import has_cuda
+from xllm_cli.settings.config import XllmConfig
 
 GPU_EXTRA = "pip install 'xllm-cli[gpu]'"
 
 
-def check_gpu_options(config: Any) -> None:
+def check_gpu_options(config: XllmConfig) -> None:
     """Refuse, before any work, a GPU option this machine or this run cannot use."""
     if config.use_liger_kernel:
         check_liger(config)
@@ -37,7 +38,7 @@ def check_gpu_options(config: Any) -> None:
         )
 
 
-def check_liger(config: Any) -> None:
+def check_liger(config: XllmConfig) -> None:
     if not has_cuda():
         raise ConfigError(
             "--use-liger-kernel needs CUDA: Liger's kernels are Triton GPU kernels, and this machine has no CUDA device"
@@ -68,7 +69,7 @@ def liger_model_types() -> set[str]:
     return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
 
 
-def _model_type(config: Any) -> str | None:
+def _model_type(config: XllmConfig) -> str | None:
     from transformers import AutoConfig
 
     try:
@@ -81,6 +82,6 @@ def _model_type(config: Any) -> str | None:
         return None  # loading the model reports it with its own message
 
 
-def training_arguments(config: Any) -> dict[str, Any]:
+def training_arguments(config: XllmConfig) -> dict[str, Any]:
     """The Trainer's own switches for the options above."""
     return {"use_liger_kernel": config.use_liger_kernel, "torch_compile": config.torch_compile}
