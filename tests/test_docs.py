@@ -48,15 +48,15 @@ EXPECTED_FILES = {
         "fused_model/config.json",
         "quantized_model/quality.json",
     ],
-    ("docs/train.md", "`xllm train`"): [
+    ("docs/train.md", "(top)"): [
         "qlora/adapter_model.safetensors",
         "adapter/adapter_model.safetensors",
         "fused/config.json",
     ],
     ("docs/train.md", "GPTQ bases"): ["gptq-lora/adapter_model.safetensors"],
-    ("docs/fuse.md", "`xllm fuse`: merge a LoRA adapter into its base"): ["fused_from_hub/config.json"],
-    ("docs/quantize.md", "`xllm quantize`: GPTQ (optional)"): ["quantized_qa/quality.json"],
-    ("docs/python-api.md", "The Python API"): [
+    ("docs/fuse.md", "(top)"): ["fused_from_hub/config.json"],
+    ("docs/quantize.md", "(top)"): ["quantized_qa/quality.json"],
+    ("docs/python-api.md", "(top)"): [
         "api/train.jsonl",
         "api/adapter/adapter_config.json",
         "api/fused/config.json",
@@ -72,7 +72,7 @@ EXPECTED_FILES = {
     ],
 }
 # Hub repositories the examples push to (the loopback fake hub), with a file each must hold.
-EXPECTED_PUSHES = {("docs/train.md", "`xllm train`"): {"me/my-adapter": "adapter_model.safetensors"}}
+EXPECTED_PUSHES = {("docs/train.md", "(top)"): {"me/my-adapter": "adapter_model.safetensors"}}
 # Pages whose failing examples quote the error they print: the line printed must be the line shown.
 QUOTES_ITS_ERRORS = {"docs/data-formats.md", "docs/migration.md"}
 
@@ -118,7 +118,7 @@ def test_every_command_block_runs_or_says_why_not(page):
 
 def test_the_checked_sections_exist_and_the_parser_finds_the_examples():
     assert set(EXPECTED_FILES) | set(EXPECTED_PUSHES) <= set(RUNS), "a checked section was renamed"
-    assert sum(block.runs for blocks in BLOCKS.values() for block in blocks) >= 100
+    assert sum(block.runs for blocks in BLOCKS.values() for block in blocks) >= 60
     assert set(STARTS_FROM) | set(STARTS_FROM.values()) <= set(PAGES)
 
 
