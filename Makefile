@@ -69,9 +69,9 @@ demo: install
 	@echo "demo artifacts: model $(DEMO)/tiny-model, data $(DEMO)/train.jsonl, LoRA adapter $(DEMO)/adapter, fused model $(DEMO)/fused, GPTQ model $(DEMO)/quantized (perplexity in $(DEMO)/quantized/quality.json)"
 
 # The documentation site (README.md + docs/*.md, mkdocs with the material theme) in build/site/; any warning fails.
-# docs/site.py stages the pages and the config in build/site-src/ (mkdocs refuses a config inside its docs folder).
+# docs/build_site.py stages the pages and the config in build/site-src/ (mkdocs refuses a config in its docs folder).
 docs: install
-	$(PY) docs/site.py
+	$(PY) docs/build_site.py
 
 lint: install
 	$(VENV)/bin/ruff check xllm_cli tests bench plugins docs

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 
-_spec = spec_from_file_location("xllm_docs_site", REPO / "docs" / "site.py")
+_spec = spec_from_file_location("xllm_docs_site", REPO / "docs" / "build_site.py")
 docs_site = module_from_spec(_spec)
 _spec.loader.exec_module(docs_site)
 
@@ -28,7 +28,7 @@ def test_staging_keeps_the_language_and_rewrites_the_readme_links():
 
 @pytest.mark.slow
 def test_the_site_builds_without_warnings():
-    result = subprocess.run([sys.executable, str(REPO / "docs" / "site.py")], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(REPO / "docs" / "build_site.py")], capture_output=True, text=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "WARNING" not in output, output[-4000:]

@@ -1,7 +1,7 @@
 """Build the documentation site: README.md and docs/*.md as a mkdocs (material theme) site, strict.
 
-    python docs/site.py            # build into build/site/ (make docs)
-    python docs/site.py --serve    # the same, served on http://127.0.0.1:8000 while you edit
+    python docs/build_site.py       # build into build/site/ (make docs)
+    python docs/build_site.py --serve  # the same, served on http://127.0.0.1:8000 while you edit
 
 mkdocs refuses a config file inside its docs folder and the repository keeps no mkdocs.yml at its top, so the pages
 are staged into build/site-src/ (README.md as quick-start.md, its links into docs/ rewritten), the config is written
