@@ -279,3 +279,11 @@ def test_page_examples_run(page, section, doc_pages):
     assert missing == [], f"{page} ({section}): the examples did not write {missing}"
     for repo, name in EXPECTED_PUSHES.get((page, section), {}).items():
         assert name in doc_pages.hub.files.get(repo, {}), f"{page} ({section}): nothing pushed to {repo}"
+
+
+def test_the_demo_output_the_readme_quotes_is_what_make_demo_prints():
+    """`make demo` installs .venv first, so the suite does not run it; its last line is the Makefile's own echo."""
+    makefile = (REPO / "Makefile").read_text()
+    demo = re.search(r"^DEMO \?= (\S+)$", makefile, re.MULTILINE).group(1)
+    echo = re.search(r'^\t@echo "(demo artifacts: .*)"$', makefile, re.MULTILINE).group(1).replace("$(DEMO)", demo)
+    assert f"```text\n{echo}\n```" in (REPO / "README.md").read_text()
