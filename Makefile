@@ -17,7 +17,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_BUILD)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock test test-fast demo lint format completions bench clean
+.PHONY: install lock test test-fast demo docs lint format completions bench clean
 
 install: $(STAMP)
 
@@ -67,6 +67,11 @@ demo: install
 # Groups of 32: the tiny model's layers are 64 and 128 wide (the default 128 must divide every layer width).
 	$(XLLM) quantize --model-name-or-path $(DEMO)/fused --dataset-key demo --train-local-path-to-data $(DEMO)/train.jsonl --gptq-group-size 32 --max-length 128 --quantized-model-path $(DEMO)/quantized
 	@echo "demo artifacts: model $(DEMO)/tiny-model, data $(DEMO)/train.jsonl, LoRA adapter $(DEMO)/adapter, fused model $(DEMO)/fused, GPTQ model $(DEMO)/quantized (perplexity in $(DEMO)/quantized/quality.json)"
+
+# The documentation site (README.md + docs/*.md, mkdocs with the material theme) in build/site/; any warning fails.
+# docs/build_site.py stages the pages and the config in build/site-src/ (mkdocs refuses a config in its docs folder).
+docs: install
+	$(PY) docs/build_site.py
 
 lint: install
 	$(VENV)/bin/ruff check xllm_cli tests bench plugins docs

@@ -1,10 +1,12 @@
-"""Executed documentation: the fenced blocks of README.md, parsed in order and run as a user would run them.
+"""Executed documentation: the fenced blocks of README.md and of every page in docs/, parsed in order and run as a
+user would run them.
 
 Fence info strings (the words after the opening backticks) say what a block is:
 
 - ```` ```bash ```` / ```` ```python ````: a command or script a user runs. It is executed (bash with ``-e -o
-  pipefail``, python from stdin) in one working folder shared by the whole README, in document order, so download ->
-  train -> fuse -> quantize chain as they do for a user. Exit code 0 is expected.
+  pipefail``, python from stdin) in one working folder per page, in document order, so download -> train -> fuse ->
+  quantize chain as they do for a user (a page that reads what another page wrote starts from a copy of that page's
+  folder: tests/test_docs.py says which). Exit code 0 is expected.
 - ```` ```bash exit=2 ````: the block is meant to fail; that exit code is expected instead.
 - ```` ```python file=PATH ```` (any language): the content of a file the text asks you to create; it is written to
   PATH in the working folder (later blocks use it). ``PATH`` under ``plugins/`` must also equal the repository's file.
@@ -32,7 +34,12 @@ from pathlib import Path
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh", "fish"}
 COMMAND_LANGUAGES = SHELL_LANGUAGES | {"python"}
 RUNNABLE_LANGUAGES = {"bash", "python"}
-HUB_MODELS = ("mistralai/Mistral-7B-v0.1", "meta-llama/Llama-2-70b-hf")
+HUB_MODELS = (
+    "mistralai/Mistral-7B-v0.1",
+    "meta-llama/Llama-2-70b-hf",
+    "HuggingFaceTB/SmolLM2-135M",
+    "Qwen/Qwen2.5-0.5B",
+)
 # Upper bounds for step-like counts in doc examples: enough to exercise the feature, small enough for CI.
 SMALL_NUMBERS = {"max-steps": 4, "save-steps": 2, "eval-steps": 2, "logging-steps": 1, "warmup-steps": 0}
 SMALL_KEYWORDS = {"max_steps": 4, "save_steps": 2, "warmup_steps": 0}
@@ -42,13 +49,14 @@ _FENCE = re.compile(r"^(?P<indent> *)```(?P<info>[^`]*)$")
 
 @dataclass
 class Block:
-    """One fenced block of the README."""
+    """One fenced block of a page."""
 
     line: int  # 1-based line of the opening fence
     section: str  # the "## " heading it is under
     language: str
     options: dict[str, str] = field(default_factory=dict)
     code: str = ""
+    page: str = "README.md"
 
     @property
     def not_run_reason(self) -> str | None:
@@ -71,7 +79,7 @@ class Block:
         return self.is_command and self.not_run_reason is None and self.language in RUNNABLE_LANGUAGES
 
     def describe(self) -> str:
-        return f"README.md:{self.line} ({self.section}) ```{self.language}"
+        return f"{self.page}:{self.line} ({self.section}) ```{self.language}"
 
 
 def parse_info(info: str) -> tuple[str, dict[str, str]]:
@@ -87,7 +95,7 @@ def parse_info(info: str) -> tuple[str, dict[str, str]]:
     return language, options
 
 
-def parse_blocks(text: str) -> list[Block]:
+def parse_blocks(text: str, page: str = "README.md") -> list[Block]:
     blocks: list[Block] = []
     section = "(top)"
     lines = text.splitlines()
@@ -108,7 +116,7 @@ def parse_blocks(text: str) -> list[Block]:
             body.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i].lstrip())
             i += 1
         start = len(blocks)
-        blocks.append(Block(line=i - len(body), section=section, language=language, options=options))
+        blocks.append(Block(line=i - len(body), section=section, language=language, options=options, page=page))
         blocks[start].code = "\n".join(body) + "\n"
         i += 1
     return blocks

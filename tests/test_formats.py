@@ -505,32 +505,4 @@ def test_train_on_a_raw_file_says_what_it_is_and_what_to_run(tiny_model, tmp_pat
     assert "--dataset-source alpaca.jsonl" in err  # the hint says what to run
 
 
-# --- the docs page runs as written --------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_the_data_formats_page_runs_as_written(tiny_model, tmp_path):
-    """Every command of docs/data-formats.md, in order, on the tiny model (tests/doc_examples.py says how)."""
-    import os
-
-    from tests.conftest import REPO
-    from tests.doc_examples import for_tests, parse_blocks, prepare_environment, run_block
-
-    page = (REPO / "docs" / "data-formats.md").read_text()
-    # This checkout's xllm_cli first (the blocks' PYTHONPATH otherwise holds only the pip shim's folder).
-    site = tmp_path / ".doc-site"
-    env = prepare_environment(tmp_path, dict(os.environ), {"PYTHONPATH": f"{site}{os.pathsep}{REPO}"})
-    ran = 0
-    for block in parse_blocks(page):
-        if not block.runs:
-            continue
-        code = for_tests(block.code, tiny_model, tmp_path / "no-soda.jsonl")
-        result = run_block(block, code, tmp_path, env)
-        assert result.returncode == block.expected_exit, f"{code}\n{result.stderr[-3000:]}"
-        if block.expected_exit:  # the error the page shows is the error a user gets
-            (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-            assert line in page, line
-        ran += 1
-    assert ran >= 10
-    for name in ("alpaca", "sharegpt", "completions", "conversational", "tools", "notes", "on-the-fly"):
-        assert (tmp_path / f"{name}-lora" / "adapter_model.safetensors").is_file(), name
+# docs/data-formats.md itself runs in tests/test_docs.py, like every page.

@@ -122,7 +122,7 @@ def check_contract(kind: str, key: str, cls: Any) -> None:
     if missing:
         raise XllmError(
             f"{kind[:-1]} plugin '{key}' ({getattr(cls, '__qualname__', cls)}) does not implement "
-            f"{', '.join(missing)}: see the {kind[:-1]} contract in the README"
+            f"{', '.join(missing)}: see the {kind[:-1]} contract in docs/plugins.md"
         )
 
 
