@@ -16,10 +16,12 @@ def token_loss_sum(logits: Any, labels: Any, label_smoothing: float = 0.0) -> tu
     """
     import torch.nn.functional as F
 
-    shifted_logits = logits[..., :-1, :].float()
-    shifted_labels = labels[..., 1:].to(shifted_logits.device)
+    # The labels move one step left (the last position gets nothing to predict), not the logits: slicing the logits
+    # would copy all of them, (tokens x vocabulary) floats, about a third of the loss's time and a full extra copy
+    # of its largest tensor (transformers' own loss shifts the labels too).
+    shifted_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].to(logits.device)
     total = F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.size(-1)),
+        logits.float().reshape(-1, logits.size(-1)),
         shifted_labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
         label_smoothing=label_smoothing,
