@@ -105,8 +105,10 @@ def test_the_probe_sees_heavy_imports(tmp_path):
 
 # Imported only when an option asks for them: W&B (--report-to-wandb), GPTQ (--from-gptq, quantize), Liger
 # (--use-liger-kernel), flash-attn (--attn-implementation flash_attention_2), matplotlib (never: the loss curve is
-# drawn by xllm), and the other steps' own modules. (datasets, bitsandbytes and deepspeed are not on the list: the
-# Trainer, peft and accelerate import them whenever they are installed, in a plain transformers script as well.)
+# drawn by xllm), and quantize's modules (they bring GPTQ). xllm's own light modules that train reaches by design
+# (fuse for --fuse-after-training, data preparation for an unprepared file) are imported at the top of the files that
+# use them, as every library module is. (datasets, bitsandbytes and deepspeed are not on the list: the Trainer, peft
+# and accelerate import them whenever they are installed, in a plain transformers script as well.)
 OPTIONAL_FOR_A_LORA_RUN = (
     "wandb",
     "gptqmodel",
@@ -114,10 +116,8 @@ OPTIONAL_FOR_A_LORA_RUN = (
     "matplotlib",
     "liger_kernel",
     "flash_attn",
-    "xllm_cli.fuse",
     "xllm_cli.quantize",
     "xllm_cli.gptq_support",
-    "xllm_cli.data.prepare",
 )
 
 
