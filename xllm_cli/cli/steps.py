@@ -112,22 +112,21 @@ def _command(step: Step, base_cls: type | None, plugins: tuple) -> Any:
         from xllm_cli.settings import catalog
         from xllm_cli.settings.plugins import plugin_fields
 
-        sections = catalog.step_sections()[step.name]
         builtins = catalog.fields()
-        fields = [
-            (spec, MAIN_PANEL if spec.name in step.main_options else catalog.section_title(spec.section))
-            for spec in builtins.values()
-            if spec.section in sections
+        specs = [
+            spec for key in catalog.step_sections()[step.name] for spec in builtins.values() if spec.section == key
         ]
-        fields.sort(key=lambda entry: sections.index(entry[0].section))  # the step's order of sections
         custom = [(n, i) for n, i in (base_cls.model_fields if base_cls else {}).items() if n not in builtins]
-        fields += [(catalog.spec_of(name, info, catalog.CUSTOM_SECTION), "") for name, info in custom]
-        taken = {spec.name for spec, _ in fields}
-        fields += [
-            (catalog.spec_of(name, info, info.json_schema_extra["section"]), "")
+        specs += [catalog.spec_of(name, info, catalog.CUSTOM_SECTION) for name, info in custom]
+        taken = {spec.name for spec in specs}
+        specs += [
+            catalog.spec_of(name, info, info.json_schema_extra["section"])
             for name, info in plugin_fields(plugins, taken)
         ]
-        fields = [(spec, panel or catalog.section_title(spec.section)) for spec, panel in fields]
+        fields = [
+            (spec, MAIN_PANEL if spec.name in step.main_options else catalog.section_title(spec.section))
+            for spec in specs
+        ]
         _commands[key] = build_command(
             step.name,
             step.help,
