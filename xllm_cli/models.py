@@ -80,6 +80,19 @@ def download_model(config: XllmConfig) -> Path | None:
 # --- dtype policy --------------------------------------------------------------------------------------------------
 
 
+def read_model_config(config: XllmConfig) -> Any:
+    """The transformers config of ``--model-name-or-path`` (a local folder, the Hub cache, or ``config.json`` alone
+    from the Hub, never weights), read with the run's token and remote-code choice. Raises what transformers raises
+    (OSError, ValueError, KeyError): each caller decides whether an unreadable config is an error yet."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(
+        config.model_name_or_path,
+        trust_remote_code=config.trust_remote_code,
+        token=config.secret("huggingface_hub_token"),
+    )
+
+
 def has_cuda() -> bool:
     import torch
 

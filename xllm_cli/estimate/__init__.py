@@ -25,7 +25,7 @@ from xllm_cli.estimate.parallel import per_device
 from xllm_cli.estimate.result import CUDA_OVERHEAD, Estimate, Memory
 from xllm_cli.estimate.speed import step_time
 from xllm_cli.estimate.suggest import cheapest_fit
-from xllm_cli.models import compute_dtype
+from xllm_cli.models import compute_dtype, read_model_config
 from xllm_cli.settings.config import XllmConfig
 from xllm_cli.sizes import GB, parse_size
 from xllm_cli.training.model import weights_dtype
@@ -46,14 +46,8 @@ __all__ = [
 def load_model_config(config: XllmConfig) -> Any:
     """The transformers config of ``--model-name-or-path``: a local folder, the Hub cache, or ``config.json`` alone
     downloaded from the Hub (never weights)."""
-    from transformers import AutoConfig
-
     try:
-        return AutoConfig.from_pretrained(
-            config.model_name_or_path,
-            trust_remote_code=config.trust_remote_code,
-            token=config.secret("huggingface_hub_token"),
-        )
+        return read_model_config(config)
     except (OSError, ValueError) as error:
         raise ConfigError(
             f"cannot read the config of '{config.model_name_or_path}': {first_line(error)}",

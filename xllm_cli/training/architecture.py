@@ -14,6 +14,7 @@ from typing import Any
 
 from xllm_cli import console
 from xllm_cli.errors import ConfigError
+from xllm_cli.models import read_model_config
 from xllm_cli.settings.config import XllmConfig
 from xllm_cli.tiny import ARCHITECTURES, build_model, build_tokenizer
 
@@ -29,15 +30,11 @@ _CLASS_FLAGS = {
 def model_class(config: XllmConfig) -> Any | None:
     """The class ``AutoModelForCausalLM.from_pretrained`` would build (None when that is unknown before loading, e.g.
     an unreadable config: loading reports that with its own message)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
     from transformers.models.auto.auto_factory import _get_model_class
 
     try:
-        model_config = AutoConfig.from_pretrained(
-            config.model_name_or_path,
-            trust_remote_code=config.trust_remote_code,
-            token=config.secret("huggingface_hub_token"),
-        )
+        model_config = read_model_config(config)
     except (OSError, ValueError, KeyError):
         return None
     auto_map = getattr(model_config, "auto_map", None) or {}

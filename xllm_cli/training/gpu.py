@@ -18,7 +18,7 @@ import importlib.util
 from typing import Any
 
 from xllm_cli.errors import ConfigError
-from xllm_cli.models import has_cuda
+from xllm_cli.models import has_cuda, read_model_config
 from xllm_cli.settings.config import XllmConfig
 
 GPU_EXTRA = "pip install 'xllm-cli[gpu]'"
@@ -70,14 +70,8 @@ def liger_model_types() -> set[str]:
 
 
 def _model_type(config: XllmConfig) -> str | None:
-    from transformers import AutoConfig
-
     try:
-        return AutoConfig.from_pretrained(
-            config.model_name_or_path,
-            trust_remote_code=config.trust_remote_code,
-            token=config.secret("huggingface_hub_token"),
-        ).model_type
+        return read_model_config(config).model_type
     except (OSError, ValueError, KeyError):
         return None  # loading the model reports it with its own message
 
